@@ -1,0 +1,1 @@
+"""Accounts: registration, login with JWT access and refresh tokens, and the caller's profile."""

@@ -1,0 +1,60 @@
+"""Authentication of requests: Litestar's JWT middleware with the service's token rules.
+
+Every route requires a valid access token unless its handler says ``exclude_from_auth=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
+from litestar.security.jwt import JWTAuth
+
+from bookstore.accounts.schemas import CurrentUser
+from bookstore.accounts.service import authenticate_session
+from bookstore.core.tokens import ACCESS, ALGORITHM, AUDIENCE, ISSUER, REQUIRED_CLAIMS, BookstoreToken, TokenCodec
+
+__all__ = ["LOGIN_PATH", "BookstoreJWTAuth", "create_jwt_auth"]
+
+LOGIN_PATH = "/api/v1/auth/login"
+
+
+async def retrieve_user(token: BookstoreToken, connection: ASGIConnection[Any, Any, Any, Any]) -> CurrentUser | None:
+    # A refresh token must never pass as an access token (RFC 8725 3.12).
+    if token.typ != ACCESS or not token.sub.isdigit():
+        return None
+    return await authenticate_session(int(token.sub), token.sid)
+
+
+class BookstoreJWTAuth(JWTAuth[CurrentUser, BookstoreToken]):
+    """JWT bearer auth, documented as the OAuth2 password flow so the docs UI can log in."""
+
+    @property
+    def openapi_components(self) -> Components:
+        return Components(
+            security_schemes={
+                self.openapi_security_scheme_name: SecurityScheme(
+                    type="oauth2",
+                    description="Bearer access token from POST /api/v1/auth/login.",
+                    flows=OAuthFlows(password=OAuthFlow(token_url=LOGIN_PATH, scopes={})),
+                )
+            }
+        )
+
+
+def create_jwt_auth(codec: TokenCodec, *, exclude: Sequence[str]) -> BookstoreJWTAuth:
+    return BookstoreJWTAuth(
+        token_secret=codec.secret,
+        retrieve_user_handler=retrieve_user,
+        token_cls=BookstoreToken,
+        algorithm=ALGORITHM,
+        default_token_expiration=timedelta(seconds=int(codec.access_ttl.total_seconds())),
+        accepted_issuers=[ISSUER],
+        accepted_audiences=[AUDIENCE],
+        require_claims=list(REQUIRED_CLAIMS),
+        exclude=list(exclude),
+        openapi_security_scheme_name="BearerToken",
+    )

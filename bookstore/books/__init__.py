@@ -1,0 +1,1 @@
+"""The catalogue: books anyone can browse and signed-in users can curate."""

@@ -1,0 +1,207 @@
+"""HTTP routes of the catalogue: ``/api/v1/books``. Reads are public, writes need a token."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.datastructures import ResponseHeader
+from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody, Parameter
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT, HTTP_304_NOT_MODIFIED
+
+from bookstore.accounts.schemas import CurrentUser
+from bookstore.books import queries
+from bookstore.books.isbn import InvalidIsbnError, normalise_isbn
+from bookstore.books.queries import Actor, BookFilters
+from bookstore.books.schemas import Book, BookCreate, BookPage, BookUpdate, SortField, check_price
+from bookstore.core.errors import problem_responses
+from bookstore.core.http import etag_for_version, if_match_versions, matches_if_none_match, pagination_links, require_json_body
+
+__all__ = ["BooksController"]
+
+BOOKS_PATH = "/api/v1/books"
+_PUBLIC: list[dict[str, list[str]]] = [{}]
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+
+BookId = Annotated[int, Parameter(ge=1, le=2**63 - 1, description="Book id.")]
+IfMatch = Annotated[
+    str | None,
+    Parameter(
+        header="If-Match",
+        max_length=1024,
+        required=False,
+        description='Only write if the book is still at this ETag (e.g. `"3"`); otherwise 412.',
+    ),
+]
+_ETAG_HEADER = ResponseHeader(name="ETag", description="Version of the book.", documentation_only=True)
+
+
+def _query_error(key: str, message: str) -> ValidationException:
+    return ValidationException(
+        detail="Validation failed for GET /api/v1/books",
+        extra=[{"message": message, "key": key, "source": "query"}],
+    )
+
+
+def _price_filter(value: str | None, key: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return check_price(Decimal(value), key)
+    except InvalidOperation:
+        raise _query_error(key, "must be a decimal number such as 12.50") from None
+    except ValueError as error:
+        raise _query_error(key, str(error).split(" - at ")[0]) from None
+
+
+def _with_etag(book: Book, version: int, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[Book]:
+    return Response(book, status_code=status_code, headers={"ETag": etag_for_version(version), **(headers or {})})
+
+
+def _actor(request: Request[CurrentUser, Any, Any]) -> Actor:
+    return Actor(user_id=request.user.id, is_admin=request.user.is_admin)
+
+
+class BooksController(Controller):
+    path = BOOKS_PATH
+    tags = ["books"]
+
+    @get(
+        operation_id="ListBooks",
+        summary="List, filter, search and sort books",
+        description=(
+            "Paginated with `limit`/`offset`; the `Link` header (RFC 8288) carries the `next` and "
+            "`prev` pages. `q` matches words (and word prefixes) of title and author."
+        ),
+        exclude_from_auth=True,
+        security=_PUBLIC,
+        response_headers=[ResponseHeader(name="Link", description="RFC 8288 next/prev links.", documentation_only=True)],
+        responses=problem_responses(400),
+    )
+    async def list_books(
+        self,
+        request: Request[Any, Any, Any],
+        limit: Annotated[int, Parameter(ge=1, le=100, description="Page size.")] = 20,
+        offset: Annotated[int, Parameter(ge=0, le=1_000_000, description="Items to skip.")] = 0,
+        author: Annotated[
+            str | None,
+            Parameter(min_length=1, max_length=200, pattern=_NO_CONTROL, description="Exact author, any case."),
+        ] = None,
+        q: Annotated[
+            str | None,
+            Parameter(min_length=1, max_length=200, pattern=_NO_CONTROL, description="Words in title or author."),
+        ] = None,
+        isbn: Annotated[str | None, Parameter(min_length=10, max_length=20, description="ISBN-10 or -13.")] = None,
+        published_after: Annotated[date | None, Parameter(description="On or after this date.")] = None,
+        published_before: Annotated[date | None, Parameter(description="On or before this date.")] = None,
+        min_price: Annotated[
+            str | None, Parameter(max_length=20, description="At least this price.", examples=[])
+        ] = None,
+        max_price: Annotated[str | None, Parameter(max_length=20, description="At most this price.")] = None,
+        sort: Annotated[SortField, Parameter(description="Sort key; prefix `-` for descending.")] = "-created_at",
+    ) -> Response[BookPage]:
+        if q is not None and queries.search_query(q) is None:
+            raise _query_error("q", "must contain at least one letter or digit")
+        if isbn is not None:
+            try:
+                isbn = normalise_isbn(isbn)
+            except InvalidIsbnError as error:
+                raise _query_error("isbn", str(error)) from None
+        filters = BookFilters(
+            limit=limit,
+            offset=offset,
+            author=author,
+            q=q,
+            isbn=isbn,
+            published_after=published_after,
+            published_before=published_before,
+            min_price=_price_filter(min_price, "min_price"),
+            max_price=_price_filter(max_price, "max_price"),
+            sort=sort,
+        )
+        books, total = await queries.list_books(filters)
+        link = pagination_links(request, offset=offset, limit=limit, total=total)
+        return Response(
+            BookPage(items=books, total=total, limit=limit, offset=offset),
+            headers={"Link": link} if link else None,
+        )
+
+    @get(
+        "/{book_id:int}",
+        operation_id="GetBook",
+        summary="Get one book",
+        description="Answers 304 when `If-None-Match` holds the current ETag.",
+        exclude_from_auth=True,
+        security=_PUBLIC,
+        response_headers=[_ETAG_HEADER],
+        responses={304: ResponseSpec(data_container=None, description="Not Modified"), **problem_responses(400, 404)},
+    )
+    async def get_book(
+        self,
+        book_id: BookId,
+        if_none_match: Annotated[str | None, Parameter(header="If-None-Match", max_length=1024, required=False)] = None,
+    ) -> Response[Book]:
+        book, version = await queries.get_book(book_id)
+        if matches_if_none_match(if_none_match, version):
+            return Response(None, status_code=HTTP_304_NOT_MODIFIED, headers={"ETag": etag_for_version(version)})  # type: ignore[arg-type]
+        return _with_etag(book, version)
+
+    @post(
+        operation_id="CreateBook",
+        summary="Add a book",
+        before_request=require_json_body,
+        response_headers=[_ETAG_HEADER, ResponseHeader(name="Location", description="URL of the new book.", documentation_only=True)],
+        responses=problem_responses(400, 401, 409, 413, 415),
+    )
+    async def create_book(self, request: Request[CurrentUser, Any, Any], data: JSONBody[BookCreate]) -> Response[Book]:
+        book, version = await queries.create_book(data, request.user.id)
+        return _with_etag(book, version, HTTP_201_CREATED, {"Location": f"{BOOKS_PATH}/{book.id}"})
+
+    @put(
+        "/{book_id:int}",
+        operation_id="ReplaceBook",
+        summary="Replace a book",
+        description="For the user who added the book or an admin. `If-Match` makes the write conditional.",
+        before_request=require_json_body,
+        response_headers=[_ETAG_HEADER],
+        responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415),
+    )
+    async def replace_book(
+        self, request: Request[CurrentUser, Any, Any], book_id: BookId, data: JSONBody[BookCreate], if_match: IfMatch = None
+    ) -> Response[Book]:
+        book, version = await queries.update_book(
+            book_id, msgspec.structs.asdict(data), _actor(request), if_match_versions(if_match)
+        )
+        return _with_etag(book, version)
+
+    @patch(
+        "/{book_id:int}",
+        operation_id="UpdateBook",
+        summary="Change some fields of a book",
+        description="Absent fields stay as they are. Same permissions and `If-Match` rules as PUT.",
+        before_request=require_json_body,
+        response_headers=[_ETAG_HEADER],
+        responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415),
+    )
+    async def update_book(
+        self, request: Request[CurrentUser, Any, Any], book_id: BookId, data: JSONBody[BookUpdate], if_match: IfMatch = None
+    ) -> Response[Book]:
+        changes = {name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET}
+        book, version = await queries.update_book(book_id, changes, _actor(request), if_match_versions(if_match))
+        return _with_etag(book, version)
+
+    @delete(
+        "/{book_id:int}",
+        operation_id="DeleteBook",
+        summary="Delete a book",
+        description="For the user who added the book or an admin. `If-Match` makes the delete conditional.",
+        status_code=HTTP_204_NO_CONTENT,
+        responses=problem_responses(400, 401, 403, 404, 412),
+    )
+    async def delete_book(self, request: Request[CurrentUser, Any, Any], book_id: BookId, if_match: IfMatch = None) -> None:
+        await queries.delete_book(book_id, _actor(request), if_match_versions(if_match))

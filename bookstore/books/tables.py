@@ -1,0 +1,44 @@
+"""The ``book`` table.
+
+Constraints the ORM cannot declare (price and version checks) and the indexes behind every
+filter and sort of ``GET /books`` live in the migration that creates it.
+"""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    BigSerial,
+    Date,
+    ForeignKey,
+    Integer,
+    Numeric,
+    OnDelete,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+from bookstore.accounts.tables import UserTable
+
+__all__ = ["BookTable"]
+
+TITLE_MAX_LENGTH = 300
+AUTHOR_MAX_LENGTH = 200
+# numeric(12, 2): up to 9,999,999,999.99
+PRICE_DIGITS = (12, 2)
+
+
+class BookTable(Table, tablename="book"):
+    id = BigSerial(primary_key=True)
+    title = Varchar(length=TITLE_MAX_LENGTH)
+    author = Varchar(length=AUTHOR_MAX_LENGTH)
+    publish_date = Date()
+    isbn = Varchar(length=13, unique=True)
+    price = Numeric(digits=PRICE_DIGITS)
+    created_at = Timestamptz(default=TimestamptzNow())
+    updated_at = Timestamptz(default=TimestamptzNow())
+    # A book outlives the account that added it; afterwards only admins may change it.
+    created_by = ForeignKey(references=UserTable, on_delete=OnDelete.set_null, null=True)
+    # Optimistic concurrency: bumped by every write, exposed as the ETag.
+    version = Integer(default=1)

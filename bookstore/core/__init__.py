@@ -1,0 +1,1 @@
+"""Cross-cutting pieces every domain may use: database, errors, HTTP helpers, security."""

@@ -1,0 +1,89 @@
+"""PostgreSQL: the embedded server for development, migrations, and the pool's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+from piccolo.apps.migrations.commands.forwards import run_forwards
+from piccolo.engine import engine_finder
+from piccolo.engine.postgres import PostgresEngine
+
+from bookstore.settings import Settings
+
+__all__ = [
+    "apply_migrations",
+    "close_pool",
+    "embedded_postgres",
+    "get_engine",
+    "is_unique_violation",
+    "open_pool",
+    "ping_database",
+]
+
+_logger = logging.getLogger("bookstore.database")
+
+
+@contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """Run a private PostgreSQL server (from the ``pgserver`` wheel) under ``data_dir``.
+
+    Yields its connection URL; the server is stopped when the block exits. The data survives
+    restarts. The server listens on a Unix socket only, never on a network port.
+    """
+    import pgserver  # imported lazily: only development uses it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def get_engine() -> PostgresEngine:
+    engine = engine_finder()
+    if not isinstance(engine, PostgresEngine):
+        raise RuntimeError("piccolo_conf.DB must be a PostgresEngine")
+    return engine
+
+
+async def apply_migrations() -> None:
+    """Apply every pending Piccolo migration; raise if one fails."""
+    result = await run_forwards(app_name="all")
+    if not result.success:
+        raise RuntimeError(f"migrations failed: {result.message}")
+
+
+async def open_pool(settings: Settings) -> None:
+    await get_engine().start_connection_pool(
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        command_timeout=settings.db_command_timeout_seconds,
+    )
+
+
+async def close_pool() -> None:
+    await get_engine().close_connection_pool()
+
+
+async def ping_database(timeout_seconds: float = 2.0) -> bool:
+    """True when PostgreSQL answers a trivial query within ``timeout_seconds``."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            await get_engine().run_ddl("SELECT 1")
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+        _logger.warning("database health check failed: %s", error)
+        return False
+    return True
+
+
+def is_unique_violation(error: BaseException, constraint: str | None = None) -> bool:
+    """True when ``error`` is PostgreSQL's unique violation (on ``constraint``, if given)."""
+    if not isinstance(error, asyncpg.UniqueViolationError):
+        return False
+    return constraint is None or error.constraint_name == constraint

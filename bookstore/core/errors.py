@@ -1,0 +1,167 @@
+"""Domain errors and their one mapping to RFC 9457 problem details (``application/problem+json``).
+
+Handlers and services raise the small exception classes below; they never build error responses.
+Every error leaving the service, including Litestar's own (validation, 404 routing, 405, 413,
+401 from the JWT middleware) and unexpected ones, is rendered here with the same body shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import asyncpg
+import msgspec
+from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+
+__all__ = [
+    "AuthenticationError",
+    "ConflictError",
+    "DomainError",
+    "FieldError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PreconditionFailedError",
+    "ProblemDetails",
+    "ServiceUnavailableError",
+    "UnsupportedMediaTypeError",
+    "create_problem_details_plugin",
+    "problem_responses",
+]
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_logger = logging.getLogger("bookstore.errors")
+
+
+class DomainError(Exception):
+    """Base of the errors the service raises on purpose; each maps to one HTTP status."""
+
+    status_code: ClassVar[int] = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+
+
+class AuthenticationError(DomainError):
+    status_code = HTTPStatus.UNAUTHORIZED
+
+
+class PermissionDeniedError(DomainError):
+    status_code = HTTPStatus.FORBIDDEN
+
+
+class NotFoundError(DomainError):
+    status_code = HTTPStatus.NOT_FOUND
+
+
+class ConflictError(DomainError):
+    status_code = HTTPStatus.CONFLICT
+
+
+class PreconditionFailedError(DomainError):
+    status_code = HTTPStatus.PRECONDITION_FAILED
+
+
+class UnsupportedMediaTypeError(DomainError):
+    status_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class ServiceUnavailableError(DomainError):
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class FieldError(msgspec.Struct):
+    """One invalid input: where it was (``body``, ``query``, ``path``, ``header``) and why."""
+
+    message: str
+    key: str | None = None
+    source: str | None = None
+
+
+class ProblemDetails(msgspec.Struct, omit_defaults=True):
+    """The body of every error response (RFC 9457)."""
+
+    status: int
+    title: str
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+def _problem(status: int, detail: str, *, headers: dict[str, str] | None = None, extra: Any = None) -> ProblemDetailsException:
+    if status == HTTPStatus.UNAUTHORIZED:
+        headers = {"WWW-Authenticate": 'Bearer realm="bookstore"', **(headers or {})}
+    return ProblemDetailsException(
+        status_code=status,
+        title=HTTPStatus(status).phrase,
+        detail=detail,
+        headers=headers,
+        extra=extra,
+    )
+
+
+def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
+    # Litestar's stock conversion puts the message in `title` and the status phrase in `detail`;
+    # RFC 9457 wants the reverse, and validation failures listed under one stable key.
+    extra = {"errors": exc.extra} if isinstance(exc.extra, list) and exc.extra else None
+    status = exc.status_code
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR and status != HTTPStatus.SERVICE_UNAVAILABLE:
+        _logger.error("server error: %s", exc.detail, exc_info=exc)
+        return _problem(status, "The server could not complete the request.")
+    return _problem(status, exc.detail, headers=exc.headers, extra=extra)
+
+
+def _from_domain_error(exc: DomainError) -> ProblemDetailsException:
+    return _problem(exc.status_code, exc.detail, headers=exc.headers)
+
+
+def _from_data_error(exc: asyncpg.DataError) -> ProblemDetailsException:
+    # Input validation should stop bad values first; this is the backstop that keeps a value
+    # PostgreSQL rejects (out of range, bad encoding) a client error instead of a 500.
+    _logger.warning("database rejected a value: %s", exc)
+    return _problem(HTTPStatus.BAD_REQUEST, "A value is out of the range the service accepts.")
+
+
+def _from_recursion_error(exc: RecursionError) -> ProblemDetailsException:
+    # msgspec raises RecursionError (not a DecodeError) on absurdly nested JSON.
+    return _problem(HTTPStatus.BAD_REQUEST, "The JSON document is nested too deeply.")
+
+
+def _from_unexpected(exc: Exception) -> ProblemDetailsException:
+    _logger.error("unhandled error", exc_info=exc)
+    return _problem(HTTPStatus.INTERNAL_SERVER_ERROR, "The server could not complete the request.")
+
+
+def create_problem_details_plugin() -> ProblemDetailsPlugin:
+    return ProblemDetailsPlugin(
+        ProblemDetailsConfig(
+            exception_to_problem_detail_map={
+                HTTPException: _from_http_exception,
+                DomainError: _from_domain_error,
+                asyncpg.DataError: _from_data_error,
+                RecursionError: _from_recursion_error,
+                Exception: _from_unexpected,
+            }
+        )
+    )
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries documenting that a route may answer with these error statuses."""
+    return {
+        status: ResponseSpec(
+            data_container=ProblemDetails,
+            media_type=PROBLEM_MEDIA_TYPE,
+            description=HTTPStatus(status).phrase,
+            generate_examples=False,
+        )
+        for status in statuses
+    }

@@ -1,0 +1,82 @@
+"""Small HTTP building blocks Litestar leaves to the application: entity tags, preconditions,
+RFC 8288 pagination links and the JSON content-type check for request bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Request
+
+from bookstore.core.errors import UnsupportedMediaTypeError
+
+__all__ = [
+    "etag_for_version",
+    "if_match_versions",
+    "matches_if_none_match",
+    "pagination_links",
+    "require_json_body",
+]
+
+ANY_VERSION = -1
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def etag_for_version(version: int) -> str:
+    """The strong entity tag of a resource version, quoted as it appears in headers."""
+    return f'"{version}"'
+
+
+def _tags(header_value: str) -> list[str]:
+    return [tag.strip() for tag in header_value.split(",") if tag.strip()]
+
+
+def matches_if_none_match(header_value: str | None, version: int) -> bool:
+    """True when ``If-None-Match`` names the current version (weak comparison, RFC 9110 13.1.2)."""
+    if not header_value:
+        return False
+    current = etag_for_version(version)
+    return any(tag == "*" or tag.removeprefix("W/") == current for tag in _tags(header_value))
+
+
+def if_match_versions(header_value: str | None) -> list[int] | None:
+    """Parse ``If-Match`` into the versions it accepts.
+
+    ``None`` means no precondition; ``[ANY_VERSION]`` means ``*``. Tags that are weak or not one
+    of ours can never match (strong comparison, RFC 9110 13.1.1), so they yield an empty list and
+    the write is refused with 412.
+    """
+    if header_value is None:
+        return None
+    versions: list[int] = []
+    for tag in _tags(header_value):
+        if tag == "*":
+            return [ANY_VERSION]
+        inner = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else ""
+        if inner.isascii() and inner.isdigit() and len(inner) <= 9:
+            versions.append(int(inner))
+    return versions
+
+
+def pagination_links(request: Request[Any, Any, Any], *, offset: int, limit: int, total: int) -> str | None:
+    """An RFC 8288 ``Link`` header value with ``next``/``prev`` pages, keeping the other filters."""
+    params = [(key, value) for key, value in request.query_params.multi_items() if key not in {"offset", "limit"}]
+    links = []
+    if offset + limit < total:
+        links.append((offset + limit, "next"))
+    if offset > 0:
+        links.append((max(0, min(offset - limit, total - limit)), "prev"))
+    rendered = [
+        f'<{request.url.path}?{urlencode([*params, ("limit", limit), ("offset", page_offset)])}>; rel="{rel}"'
+        for page_offset, rel in links
+    ]
+    return ", ".join(rendered) or None
+
+
+async def require_json_body(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` hook: a body sent to a JSON route must be declared as JSON (else 415)."""
+    if request.method not in _METHODS_WITH_BODY:
+        return
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaTypeError("Send the request body as application/json.")

@@ -1,0 +1,84 @@
+"""JWT access and refresh tokens: one claim set, two kinds that are never interchangeable.
+
+Both are HS256 JWTs with ``sub`` (user id), ``exp``, ``iat``, ``jti``, ``iss``, ``aud``, ``typ``
+(``access`` or ``refresh``, RFC 8725 3.11) and ``sid`` (the login session they belong to).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+from uuid import UUID, uuid4
+
+from litestar.exceptions import NotAuthorizedException
+from litestar.security.jwt import Token
+
+from bookstore.core.errors import AuthenticationError
+
+__all__ = [
+    "ACCESS",
+    "ALGORITHM",
+    "AUDIENCE",
+    "ISSUER",
+    "REFRESH",
+    "REQUIRED_CLAIMS",
+    "BookstoreToken",
+    "TokenCodec",
+]
+
+ACCESS = "access"
+REFRESH = "refresh"
+ALGORITHM = "HS256"
+ISSUER = "bookstore"
+AUDIENCE = "bookstore-api"
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "iss", "aud", "typ", "sid")
+
+TokenKind = Literal["access", "refresh"]
+
+
+@dataclass
+class BookstoreToken(Token):
+    """Litestar's token with our two claims at the top level of the payload."""
+
+    typ: str = ACCESS
+    sid: str = ""
+
+
+class TokenCodec:
+    """Issues and verifies the service's tokens with one secret and fixed lifetimes."""
+
+    def __init__(self, *, secret: str, access_ttl: timedelta, refresh_ttl: timedelta) -> None:
+        self.secret = secret
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+
+    def issue(self, kind: TokenKind, *, user_id: int, session_id: UUID) -> str:
+        ttl = self.access_ttl if kind == ACCESS else self.refresh_ttl
+        token = BookstoreToken(
+            sub=str(user_id),
+            exp=datetime.now(timezone.utc) + ttl,
+            jti=uuid4().hex,
+            iss=ISSUER,
+            aud=AUDIENCE,
+            typ=kind,
+            sid=str(session_id),
+        )
+        return token.encode(self.secret, ALGORITHM)
+
+    def decode(self, encoded: str, kind: TokenKind) -> BookstoreToken:
+        """Verify signature, algorithm, expiry, issuer, audience and kind; raise if any fails."""
+        try:
+            token = BookstoreToken.decode(
+                encoded,
+                secret=self.secret,
+                algorithm=ALGORITHM,
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                require_claims=REQUIRED_CLAIMS,
+            )
+        except NotAuthorizedException:
+            raise AuthenticationError(f"The {kind} token is invalid or has expired.") from None
+        if token.typ != kind:
+            raise AuthenticationError(f"The {kind} token is invalid or has expired.")
+        return token

@@ -1,0 +1,16 @@
+"""The Piccolo app of the bookstore: its tables and the folder of its migrations."""
+
+from pathlib import Path
+
+from piccolo.conf.apps import AppConfig
+
+from bookstore.accounts.tables import RefreshTokenTable, SessionTable, UserTable
+from bookstore.books.tables import BookTable
+
+APP_CONFIG = AppConfig(
+    app_name="bookstore",
+    migrations_folder_path=Path(__file__).resolve().parent.parent / "piccolo_migrations",
+    table_classes=[UserTable, SessionTable, RefreshTokenTable, BookTable],
+    migration_dependencies=[],
+    commands=[],
+)

@@ -1,0 +1,135 @@
+"""One validated, immutable settings object read from the environment.
+
+Every knob of the service is here, with its environment variable, default and bounds, so that a
+misconfiguration fails at start-up with a clear message instead of at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+__all__ = ["MIN_SECRET_BYTES", "Settings", "SettingsError", "load_settings"]
+
+MIN_SECRET_BYTES = 32
+_SECRET_FILE_NAME = "secret_key"
+
+
+class SettingsError(ValueError):
+    """Raised when the environment describes an invalid or unsafe configuration."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The service configuration. Build it with :func:`load_settings`, not by hand."""
+
+    env: Literal["development", "production"] = "development"
+    database_url: str | None = None
+    data_dir: Path = Path(".bookstore")
+    secret_key: Annotated[str, Meta(min_length=MIN_SECRET_BYTES)]
+    access_token_ttl_seconds: Annotated[int, Meta(ge=60, le=24 * 3600)] = 15 * 60
+    refresh_token_ttl_seconds: Annotated[int, Meta(ge=3600, le=90 * 24 * 3600)] = 14 * 24 * 3600
+    docs_enabled: bool = True
+    db_pool_min_size: Annotated[int, Meta(ge=1, le=100)] = 2
+    db_pool_max_size: Annotated[int, Meta(ge=1, le=100)] = 10
+    db_command_timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 30.0
+    argon2_time_cost: Annotated[int, Meta(ge=1, le=10)] = 3
+    argon2_memory_cost_kib: Annotated[int, Meta(ge=8 * 1024, le=1024 * 1024)] = 64 * 1024
+    argon2_parallelism: Annotated[int, Meta(ge=1, le=16)] = 4
+    max_request_body_bytes: Annotated[int, Meta(ge=1024, le=10 * 1024 * 1024)] = 64 * 1024
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def __post_init__(self) -> None:
+        if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes - at `$.secret_key`")
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("must not exceed db_pool_max_size - at `$.db_pool_min_size`")
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+# Environment variable -> settings field. DATABASE_URL keeps its conventional unprefixed name.
+_ENV_FIELDS = {
+    "BOOKSTORE_ENV": "env",
+    "DATABASE_URL": "database_url",
+    "BOOKSTORE_DATA_DIR": "data_dir",
+    "BOOKSTORE_SECRET_KEY": "secret_key",
+    "BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS": "access_token_ttl_seconds",
+    "BOOKSTORE_REFRESH_TOKEN_TTL_SECONDS": "refresh_token_ttl_seconds",
+    "BOOKSTORE_DOCS_ENABLED": "docs_enabled",
+    "BOOKSTORE_DB_POOL_MIN_SIZE": "db_pool_min_size",
+    "BOOKSTORE_DB_POOL_MAX_SIZE": "db_pool_max_size",
+    "BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS": "db_command_timeout_seconds",
+    "BOOKSTORE_ARGON2_TIME_COST": "argon2_time_cost",
+    "BOOKSTORE_ARGON2_MEMORY_COST_KIB": "argon2_memory_cost_kib",
+    "BOOKSTORE_ARGON2_PARALLELISM": "argon2_parallelism",
+    "BOOKSTORE_MAX_REQUEST_BODY_BYTES": "max_request_body_bytes",
+    "BOOKSTORE_LOG_LEVEL": "log_level",
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, validate and return the settings; raise :class:`SettingsError` on any problem.
+
+    In production an explicit ``BOOKSTORE_SECRET_KEY`` is required. In development a missing secret
+    is generated once and kept in the data directory, so every worker process shares it.
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, object] = {
+        field: environ[name] for name, field in _ENV_FIELDS.items() if environ.get(name, "") != ""
+    }
+    if "secret_key" not in raw:
+        if raw.get("env") == "production":
+            raise SettingsError(
+                "BOOKSTORE_SECRET_KEY must be set in production "
+                f"(at least {MIN_SECRET_BYTES} random bytes, e.g. `openssl rand -hex 32`)"
+            )
+        raw["secret_key"] = _development_secret(Path(str(raw.get("data_dir", ".bookstore"))))
+    try:
+        return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
+    except msgspec.ValidationError as error:
+        raise SettingsError(_explain(str(error))) from None
+
+
+def _decode_path(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {type_} from the environment")
+
+
+def _explain(message: str) -> str:
+    """Name the environment variable in a msgspec error such as "... - at `$.field`"."""
+    for name, field in _ENV_FIELDS.items():
+        message = message.replace(f"`$.{field}`", name)
+    return f"invalid configuration: {message}"
+
+
+def _development_secret(data_dir: Path) -> str:
+    """Return the persisted development secret, creating it atomically on first use."""
+    path = data_dir / _SECRET_FILE_NAME
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Write a private temporary file, then hard-link it into place: link() fails if the name
+        # exists, so when several processes start at once exactly one secret wins and none is
+        # ever read half-written.
+        candidate = data_dir / f".{_SECRET_FILE_NAME}.{os.getpid()}"
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_hex(MIN_SECRET_BYTES))
+        try:
+            os.link(candidate, path)
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    secret = path.read_text().strip()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise SettingsError(f"{path} holds a secret shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
