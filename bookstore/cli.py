@@ -7,6 +7,7 @@ directory (``BOOKSTORE_DATA_DIR``, default ``./.bookstore``), started and stoppe
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 import sys
@@ -53,6 +54,17 @@ def _database(settings: Settings) -> Iterator[str]:
             os.environ.pop("DATABASE_URL", None)
 
 
+def _browsable_host(host: str) -> str:
+    """The host to print in URLs: loopback for "all interfaces", IPv6 in brackets."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.is_unspecified:
+        return "127.0.0.1"
+    return f"[{host}]" if address.version == 6 else host
+
+
 def _migrate() -> None:
     from bookstore.core.database import apply_migrations
 
@@ -77,7 +89,7 @@ def serve(host: str, port: int, workers: int) -> None:
     with _database(settings) as url:
         _migrate()
         where = "embedded PostgreSQL in " + str(settings.data_dir) if not settings.database_url else "DATABASE_URL"
-        base = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
+        base = f"http://{_browsable_host(host)}:{port}"
         click.echo(f"Database: {where} ({url.split('@')[-1]})")
         click.echo(f"API:      {base}/api/v1/books")
         if settings.docs_enabled:

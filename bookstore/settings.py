@@ -18,7 +18,7 @@ from msgspec import Meta
 __all__ = ["MIN_SECRET_BYTES", "Settings", "SettingsError", "load_settings"]
 
 MIN_SECRET_BYTES = 32
-_SECRET_FILE_NAME = "secret_key"
+_KEY_FILE_NAME = "secret_key"
 
 
 class SettingsError(ValueError):
@@ -113,13 +113,13 @@ def _explain(message: str) -> str:
 
 def _development_secret(data_dir: Path) -> str:
     """Return the persisted development secret, creating it atomically on first use."""
-    path = data_dir / _SECRET_FILE_NAME
+    path = data_dir / _KEY_FILE_NAME
     data_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         # Write a private temporary file, then hard-link it into place: link() fails if the name
         # exists, so when several processes start at once exactly one secret wins and none is
         # ever read half-written.
-        candidate = data_dir / f".{_SECRET_FILE_NAME}.{os.getpid()}"
+        candidate = data_dir / f".{_KEY_FILE_NAME}.{os.getpid()}"
         fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
             file.write(secrets.token_hex(MIN_SECRET_BYTES))

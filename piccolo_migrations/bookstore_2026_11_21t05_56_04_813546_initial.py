@@ -56,13 +56,9 @@ DESCRIPTION = "Create users, sessions, refresh tokens and books"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="bookstore", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="bookstore", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="BookTable", tablename="book", schema=None, columns=None
-    )
+    manager.add_table(class_name="BookTable", tablename="book", schema=None, columns=None)
 
     manager.add_table(
         class_name="SessionTable",
@@ -71,9 +67,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="UserTable", tablename="app_user", schema=None, columns=None
-    )
+    manager.add_table(class_name="UserTable", tablename="app_user", schema=None, columns=None)
 
     manager.add_table(
         class_name="RefreshTokenTable",

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import CacheControlHeader
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, ValidationException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import JSONBody
@@ -133,7 +134,7 @@ class AuthController(Controller):
         operation_class=_LoginOperation,
         responses=problem_responses(400, 401, 413, 415),
     )
-    async def log_in(self, request: Request[Any, Any, Any], codec: TokenCodec) -> TokenPair:
+    async def log_in(self, request: Request[Any, Any, Any], codec: NamedDependency[TokenCodec]) -> TokenPair:
         email, password = await _read_login(request)
         return await service.log_in(codec, email, password)
 
@@ -148,7 +149,7 @@ class AuthController(Controller):
         before_request=require_json_body,
         responses=problem_responses(400, 401, 413, 415),
     )
-    async def refresh(self, data: JSONBody[RefreshRequest], codec: TokenCodec) -> TokenPair:
+    async def refresh(self, data: JSONBody[RefreshRequest], codec: NamedDependency[TokenCodec]) -> TokenPair:
         return await service.refresh_session(codec, data.refresh_token)
 
     @post(
@@ -175,9 +176,7 @@ class UsersController(Controller):
         "/me",
         operation_id="UpdateCurrentUser",
         summary="Change the caller's email or password",
-        description=(
-            "A new password requires `current_password` and ends every other session of the account."
-        ),
+        description=("A new password requires `current_password` and ends every other session of the account."),
         before_request=require_json_body,
         responses=problem_responses(400, 401, 403, 409, 413, 415),
     )

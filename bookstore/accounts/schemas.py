@@ -86,7 +86,7 @@ class TokenPair(Struct):
     access_token: str
     refresh_token: str
     expires_in: Annotated[int, Meta(description="Lifetime of the access token in seconds.")]
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
 
 
 class User(Struct):

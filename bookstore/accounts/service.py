@@ -8,7 +8,7 @@ refresh token, on a password change (other sessions) and when the account is del
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -40,7 +40,7 @@ _INVALID_REFRESH = "The refresh token is invalid, expired or already used."
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _digest(token: str) -> str:
@@ -106,18 +106,26 @@ async def refresh_session(codec: TokenCodec, refresh_token: str) -> TokenPair:
     now = _now()
     async with RefreshTokenTable._meta.db.transaction():
         # Claiming the token is one conditional UPDATE, so two concurrent refreshes cannot both win.
-        claimed = await RefreshTokenTable.update({RefreshTokenTable.used_at: now}).where(
-            (RefreshTokenTable.token_hash == digest)
-            & RefreshTokenTable.used_at.is_null()
-            & (RefreshTokenTable.expires_at > now)
-            & (RefreshTokenTable.session == token.sid)
-        ).returning(RefreshTokenTable.session)
+        claimed = (
+            await RefreshTokenTable.update({RefreshTokenTable.used_at: now})
+            .where(
+                (RefreshTokenTable.token_hash == digest)
+                & RefreshTokenTable.used_at.is_null()
+                & (RefreshTokenTable.expires_at > now)
+                & (RefreshTokenTable.session == token.sid)
+            )
+            .returning(RefreshTokenTable.session)
+        )
         if claimed:
-            session = await SessionTable.select(SessionTable.user).where(
-                (SessionTable.id == token.sid)
-                & SessionTable.revoked_at.is_null()
-                & (SessionTable.user.active == True)  # noqa: E712
-            ).first()
+            session = (
+                await SessionTable.select(SessionTable.user)
+                .where(
+                    (SessionTable.id == token.sid)
+                    & SessionTable.revoked_at.is_null()
+                    & (SessionTable.user.active == True)  # noqa: E712
+                )
+                .first()
+            )
             if session is not None and str(session["user"]) == token.sub:
                 return await _issue_pair(codec, session["user"], UUID(token.sid))
     if not claimed:
@@ -136,16 +144,20 @@ async def log_out(user: CurrentUser) -> None:
 
 async def authenticate_session(user_id: int, session_id: str) -> CurrentUser | None:
     """The caller of an access token, or None if the user or the session is gone (one query)."""
-    row = await SessionTable.select(
-        SessionTable.user.id.as_alias("id"),
-        SessionTable.user.email.as_alias("email"),
-        SessionTable.user.admin.as_alias("admin"),
-    ).where(
-        (SessionTable.id == session_id)
-        & (SessionTable.user == user_id)
-        & SessionTable.revoked_at.is_null()
-        & (SessionTable.user.active == True)  # noqa: E712
-    ).first()
+    row = (
+        await SessionTable.select(
+            SessionTable.user.id.as_alias("id"),
+            SessionTable.user.email.as_alias("email"),
+            SessionTable.user.admin.as_alias("admin"),
+        )
+        .where(
+            (SessionTable.id == session_id)
+            & (SessionTable.user == user_id)
+            & SessionTable.revoked_at.is_null()
+            & (SessionTable.user.active == True)  # noqa: E712
+        )
+        .first()
+    )
     if row is None:
         return None
     return CurrentUser(id=row["id"], email=row["email"], is_admin=row["admin"], session_id=session_id)

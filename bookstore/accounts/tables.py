@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from piccolo.apps.user.tables import BaseUser
@@ -14,6 +14,7 @@ from bookstore.accounts.emails import MAX_EMAIL_LENGTH, normalise_email
 from bookstore.core import passwords
 
 __all__ = ["RefreshTokenTable", "SessionTable", "UserTable"]
+
 
 class UserTable(BaseUser, tablename="app_user"):
     """A user of the API and of the admin panel.
@@ -68,7 +69,7 @@ class UserTable(BaseUser, tablename="app_user"):
         verified = await passwords.verify_password(stored_hash, password)
         if row is None or not verified:
             return None
-        changes: dict[Any, Any] = {cls.last_login: datetime.now(timezone.utc).replace(tzinfo=None)}
+        changes: dict[Any, Any] = {cls.last_login: datetime.now(UTC).replace(tzinfo=None)}
         if passwords.needs_rehash(stored_hash or ""):
             changes[cls.password] = await passwords.hash_password(password)
         await cls.update(changes).where(cls.id == row["id"])

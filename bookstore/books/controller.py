@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody, Parameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT, HTTP_304_NOT_MODIFIED
 
 from bookstore.accounts.schemas import CurrentUser
@@ -20,7 +20,13 @@ from bookstore.books.isbn import InvalidIsbnError, normalise_isbn
 from bookstore.books.queries import Actor, BookFilters
 from bookstore.books.schemas import Book, BookCreate, BookPage, BookUpdate, SortField, check_price
 from bookstore.core.errors import problem_responses
-from bookstore.core.http import etag_for_version, if_match_versions, matches_if_none_match, pagination_links, require_json_body
+from bookstore.core.http import (
+    etag_for_version,
+    if_match_versions,
+    matches_if_none_match,
+    pagination_links,
+    require_json_body,
+)
 
 __all__ = ["BooksController"]
 
@@ -28,11 +34,11 @@ BOOKS_PATH = "/api/v1/books"
 _PUBLIC: list[dict[str, list[str]]] = [{}]
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 
-BookId = Annotated[int, Parameter(ge=1, le=2**63 - 1, description="Book id.")]
+BookId = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="Book id.")]
 IfMatch = Annotated[
     str | None,
-    Parameter(
-        header="If-Match",
+    HeaderParameter(
+        name="If-Match",
         max_length=1024,
         required=False,
         description='Only write if the book is still at this ETag (e.g. `"3"`); otherwise 412.',
@@ -59,7 +65,9 @@ def _price_filter(value: str | None, key: str) -> Decimal | None:
         raise _query_error(key, str(error).split(" - at ")[0]) from None
 
 
-def _with_etag(book: Book, version: int, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[Book]:
+def _with_etag(
+    book: Book, version: int, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response[Book]:
     return Response(book, status_code=status_code, headers={"ETag": etag_for_version(version), **(headers or {})})
 
 
@@ -80,30 +88,32 @@ class BooksController(Controller):
         ),
         exclude_from_auth=True,
         security=_PUBLIC,
-        response_headers=[ResponseHeader(name="Link", description="RFC 8288 next/prev links.", documentation_only=True)],
+        response_headers=[
+            ResponseHeader(name="Link", description="RFC 8288 next/prev links.", documentation_only=True)
+        ],
         responses=problem_responses(400),
     )
     async def list_books(
         self,
         request: Request[Any, Any, Any],
-        limit: Annotated[int, Parameter(ge=1, le=100, description="Page size.")] = 20,
-        offset: Annotated[int, Parameter(ge=0, le=1_000_000, description="Items to skip.")] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="Page size.")] = 20,
+        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000, description="Items to skip.")] = 0,
         author: Annotated[
             str | None,
-            Parameter(min_length=1, max_length=200, pattern=_NO_CONTROL, description="Exact author, any case."),
+            QueryParameter(min_length=1, max_length=200, pattern=_NO_CONTROL, description="Exact author, any case."),
         ] = None,
         q: Annotated[
             str | None,
-            Parameter(min_length=1, max_length=200, pattern=_NO_CONTROL, description="Words in title or author."),
+            QueryParameter(min_length=1, max_length=200, pattern=_NO_CONTROL, description="Words in title or author."),
         ] = None,
-        isbn: Annotated[str | None, Parameter(min_length=10, max_length=20, description="ISBN-10 or -13.")] = None,
-        published_after: Annotated[date | None, Parameter(description="On or after this date.")] = None,
-        published_before: Annotated[date | None, Parameter(description="On or before this date.")] = None,
+        isbn: Annotated[str | None, QueryParameter(min_length=10, max_length=20, description="ISBN-10 or -13.")] = None,
+        published_after: Annotated[date | None, QueryParameter(description="On or after this date.")] = None,
+        published_before: Annotated[date | None, QueryParameter(description="On or before this date.")] = None,
         min_price: Annotated[
-            str | None, Parameter(max_length=20, description="At least this price.", examples=[])
+            str | None, QueryParameter(max_length=20, description="At least this price.", examples=[])
         ] = None,
-        max_price: Annotated[str | None, Parameter(max_length=20, description="At most this price.")] = None,
-        sort: Annotated[SortField, Parameter(description="Sort key; prefix `-` for descending.")] = "-created_at",
+        max_price: Annotated[str | None, QueryParameter(max_length=20, description="At most this price.")] = None,
+        sort: Annotated[SortField, QueryParameter(description="Sort key; prefix `-` for descending.")] = "-created_at",
     ) -> Response[BookPage]:
         if q is not None and queries.search_query(q) is None:
             raise _query_error("q", "must contain at least one letter or digit")
@@ -144,7 +154,9 @@ class BooksController(Controller):
     async def get_book(
         self,
         book_id: BookId,
-        if_none_match: Annotated[str | None, Parameter(header="If-None-Match", max_length=1024, required=False)] = None,
+        if_none_match: Annotated[
+            str | None, HeaderParameter(name="If-None-Match", max_length=1024, required=False)
+        ] = None,
     ) -> Response[Book]:
         book, version = await queries.get_book(book_id)
         if matches_if_none_match(if_none_match, version):
@@ -155,7 +167,10 @@ class BooksController(Controller):
         operation_id="CreateBook",
         summary="Add a book",
         before_request=require_json_body,
-        response_headers=[_ETAG_HEADER, ResponseHeader(name="Location", description="URL of the new book.", documentation_only=True)],
+        response_headers=[
+            _ETAG_HEADER,
+            ResponseHeader(name="Location", description="URL of the new book.", documentation_only=True),
+        ],
         responses=problem_responses(400, 401, 409, 413, 415),
     )
     async def create_book(self, request: Request[CurrentUser, Any, Any], data: JSONBody[BookCreate]) -> Response[Book]:
@@ -172,7 +187,11 @@ class BooksController(Controller):
         responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415),
     )
     async def replace_book(
-        self, request: Request[CurrentUser, Any, Any], book_id: BookId, data: JSONBody[BookCreate], if_match: IfMatch = None
+        self,
+        request: Request[CurrentUser, Any, Any],
+        book_id: BookId,
+        data: JSONBody[BookCreate],
+        if_match: IfMatch = None,
     ) -> Response[Book]:
         book, version = await queries.update_book(
             book_id, msgspec.structs.asdict(data), _actor(request), if_match_versions(if_match)
@@ -189,7 +208,11 @@ class BooksController(Controller):
         responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415),
     )
     async def update_book(
-        self, request: Request[CurrentUser, Any, Any], book_id: BookId, data: JSONBody[BookUpdate], if_match: IfMatch = None
+        self,
+        request: Request[CurrentUser, Any, Any],
+        book_id: BookId,
+        data: JSONBody[BookUpdate],
+        if_match: IfMatch = None,
     ) -> Response[Book]:
         changes = {name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET}
         book, version = await queries.update_book(book_id, changes, _actor(request), if_match_versions(if_match))
@@ -203,5 +226,7 @@ class BooksController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         responses=problem_responses(400, 401, 403, 404, 412),
     )
-    async def delete_book(self, request: Request[CurrentUser, Any, Any], book_id: BookId, if_match: IfMatch = None) -> None:
+    async def delete_book(
+        self, request: Request[CurrentUser, Any, Any], book_id: BookId, if_match: IfMatch = None
+    ) -> None:
         await queries.delete_book(book_id, _actor(request), if_match_versions(if_match))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -177,7 +177,7 @@ async def update_book(
     """Apply ``changes`` (field name -> value) if the guard holds; bump version and updated_at."""
     values: dict[Any, Any] = {BookTable._meta.get_column_by_name(name): value for name, value in changes.items()}
     values[BookTable.version] = BookTable.version + 1
-    values[BookTable.updated_at] = datetime.now(timezone.utc)
+    values[BookTable.updated_at] = datetime.now(UTC)
     try:
         rows = await BookTable.update(values).where(_guarded(book_id, actor, expected_versions)).returning(*_COLUMNS)
     except asyncpg.UniqueViolationError as error:

@@ -25,7 +25,9 @@ __all__ = [
 _CENT = Decimal("0.01")
 MAX_PRICE = Decimal(10 ** (PRICE_DIGITS[0] - PRICE_DIGITS[1])) - _CENT
 
-Title = Annotated[SingleLineText, Meta(min_length=1, max_length=TITLE_MAX_LENGTH, examples=["The Left Hand of Darkness"])]
+Title = Annotated[
+    SingleLineText, Meta(min_length=1, max_length=TITLE_MAX_LENGTH, examples=["The Left Hand of Darkness"])
+]
 Author = Annotated[SingleLineText, Meta(min_length=1, max_length=AUTHOR_MAX_LENGTH, examples=["Ursula K. Le Guin"])]
 IsbnInput = Annotated[
     str,

@@ -35,10 +35,10 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     Yields its connection URL; the server is stopped when the block exits. The data survives
     restarts. The server listens on a Unix socket only, never on a network port.
     """
-    import pgserver  # imported lazily: only development uses it
+    from pgserver.postgres_server import get_server  # imported lazily: only development uses it
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:

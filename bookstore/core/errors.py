@@ -96,7 +96,9 @@ class ProblemDetails(msgspec.Struct, omit_defaults=True):
     errors: list[FieldError] | None = None
 
 
-def _problem(status: int, detail: str, *, headers: dict[str, str] | None = None, extra: Any = None) -> ProblemDetailsException:
+def _problem(
+    status: int, detail: str, *, headers: dict[str, str] | None = None, extra: Any = None
+) -> ProblemDetailsException:
     if status == HTTPStatus.UNAUTHORIZED:
         headers = {"WWW-Authenticate": 'Bearer realm="bookstore"', **(headers or {})}
     return ProblemDetailsException(

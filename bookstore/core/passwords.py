@@ -40,9 +40,7 @@ def configure_password_hasher(*, time_cost: int, memory_cost_kib: int, paralleli
     :func:`needs_rehash` tells when one should be upgraded.
     """
     global _hasher, _dummy_hash
-    _hasher = PasswordHasher(
-        time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism, type=Type.ID
-    )
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib, parallelism=parallelism, type=Type.ID)
     _dummy_hash = _hasher.hash("timing-equaliser")
 
 
@@ -71,6 +69,4 @@ async def hash_password(password: str) -> str:
 
 
 async def verify_password(stored_hash: str | None, password: str) -> bool:
-    return await anyio.to_thread.run_sync(
-        partial(verify_password_sync, stored_hash, password), limiter=_limiter
-    )
+    return await anyio.to_thread.run_sync(partial(verify_password_sync, stored_hash, password), limiter=_limiter)

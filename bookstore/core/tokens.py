@@ -7,7 +7,7 @@ Both are HS256 JWTs with ``sub`` (user id), ``exp``, ``iat``, ``jti``, ``iss``, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID, uuid4
 
@@ -27,14 +27,13 @@ __all__ = [
     "TokenCodec",
 ]
 
-ACCESS = "access"
-REFRESH = "refresh"
+TokenKind = Literal["access", "refresh"]
+ACCESS: TokenKind = "access"
+REFRESH: TokenKind = "refresh"
 ALGORITHM = "HS256"
 ISSUER = "bookstore"
 AUDIENCE = "bookstore-api"
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "iss", "aud", "typ", "sid")
-
-TokenKind = Literal["access", "refresh"]
 
 
 @dataclass
@@ -57,7 +56,7 @@ class TokenCodec:
         ttl = self.access_ttl if kind == ACCESS else self.refresh_ttl
         token = BookstoreToken(
             sub=str(user_id),
-            exp=datetime.now(timezone.utc) + ttl,
+            exp=datetime.now(UTC) + ttl,
             jti=uuid4().hex,
             iss=ISSUER,
             aud=AUDIENCE,

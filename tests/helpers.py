@@ -1,0 +1,101 @@
+"""Test helpers: an API client with the common flows, and factories for valid data."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bookstore.books.isbn import isbn13_check_digit
+
+PASSWORD = "correct horse battery"
+_isbn_numbers = itertools.count(1)
+_email_numbers = itertools.count(1)
+
+
+def unique_isbn() -> str:
+    """A valid ISBN-13 not used before in this test session."""
+    stem = f"978{next(_isbn_numbers):09d}"
+    return stem + isbn13_check_digit(stem)
+
+
+def unique_email() -> str:
+    return f"reader{next(_email_numbers)}@example.com"
+
+
+def book_payload(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "title": "The Dispossessed",
+        "author": "Ursula K. Le Guin",
+        "publish_date": "1974-05-01",
+        "isbn": unique_isbn(),
+        "price": "12.50",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """Assert an RFC 9457 problem response with ``status``; return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    return body
+
+
+@dataclass
+class Account:
+    id: int
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.access_token)
+
+
+class ApiClient:
+    """httpx client bound to the app, with the flows most tests need."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.http, name)
+
+    async def register(self, email: str | None = None, password: str = PASSWORD) -> dict[str, Any]:
+        response = await self.http.post(
+            "/api/v1/auth/register", json={"email": email or unique_email(), "password": password}
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def login(self, email: str, password: str = PASSWORD) -> dict[str, Any]:
+        response = await self.http.post("/api/v1/auth/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def account(self, email: str | None = None, password: str = PASSWORD) -> Account:
+        user = await self.register(email, password)
+        tokens = await self.login(user["email"], password)
+        return Account(user["id"], user["email"], password, tokens["access_token"], tokens["refresh_token"])
+
+    async def create_book(self, account: Account, **overrides: Any) -> dict[str, Any]:
+        response = await self.http.post("/api/v1/books", json=book_payload(**overrides), headers=account.headers)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
