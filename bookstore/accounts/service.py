@@ -95,6 +95,8 @@ async def log_in(codec: TokenCodec, email: str, password: str) -> TokenPair:
         raise AuthenticationError(_INVALID_CREDENTIALS)
     session_id = uuid4()
     async with SessionTable._meta.db.transaction():
+        # Expired refresh tokens can never be used again; logins keep the table from growing.
+        await RefreshTokenTable.delete().where(RefreshTokenTable.expires_at < _now())
         await SessionTable.insert(SessionTable(id=session_id, user=user_id))
         return await _issue_pair(codec, user_id, session_id)
 

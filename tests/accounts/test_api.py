@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -182,6 +183,15 @@ async def test_concurrent_refreshes_with_one_token_yield_at_most_one_pair(client
     )
     assert sorted(response.status_code for response in responses).count(200) <= 1
     assert any(response.status_code == 401 for response in responses)
+
+
+async def test_expired_refresh_tokens_are_pruned_at_login(client: ApiClient) -> None:
+    account = await client.account()
+    expired = datetime.now(UTC) - timedelta(seconds=1)
+    await RefreshTokenTable.update({RefreshTokenTable.expires_at: expired}, force=True)
+    assert_problem(await client.post(REFRESH, json={"refresh_token": account.refresh_token}), 401)
+    await client.login(account.email)
+    assert await RefreshTokenTable.count() == 1
 
 
 async def test_refresh_rejects_an_access_token(client: ApiClient) -> None:
