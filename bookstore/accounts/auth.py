@@ -10,12 +10,23 @@ from datetime import timedelta
 from typing import Any
 
 from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.middleware.authentication import AuthenticationResult
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
-from litestar.security.jwt import JWTAuth
+from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware
 
 from bookstore.accounts.schemas import CurrentUser
 from bookstore.accounts.service import authenticate_session
-from bookstore.core.tokens import ACCESS, ALGORITHM, AUDIENCE, ISSUER, REQUIRED_CLAIMS, BookstoreToken, TokenCodec
+from bookstore.core.tokens import (
+    ACCESS,
+    ALGORITHM,
+    AUDIENCE,
+    ISSUER,
+    REQUIRED_CLAIMS,
+    BookstoreToken,
+    TokenCodec,
+    token_identity,
+)
 
 __all__ = ["LOGIN_PATH", "BookstoreJWTAuth", "create_jwt_auth"]
 
@@ -24,9 +35,23 @@ LOGIN_PATH = "/api/v1/auth/login"
 
 async def retrieve_user(token: BookstoreToken, connection: ASGIConnection[Any, Any, Any, Any]) -> CurrentUser | None:
     # A refresh token must never pass as an access token (RFC 8725 3.12).
-    if token.typ != ACCESS or not token.sub.isdigit():
+    identity = token_identity(token)
+    if token.typ != ACCESS or identity is None:
         return None
-    return await authenticate_session(int(token.sub), token.sid)
+    return await authenticate_session(*identity)
+
+
+class BearerJWTMiddleware(JWTAuthenticationMiddleware):
+    """Litestar's JWT middleware, but insisting on the ``Bearer`` scheme (RFC 6750).
+
+    The stock middleware takes whatever follows the first space, so ``Basic <jwt>`` would pass.
+    """
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        scheme, _, credentials = connection.headers.get(self.auth_header, "").partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise NotAuthorizedException("Send the access token as 'Authorization: Bearer <token>'.")
+        return await self.authenticate_token(encoded_token=credentials.strip(), connection=connection)
 
 
 class BookstoreJWTAuth(JWTAuth[CurrentUser, BookstoreToken]):
@@ -57,4 +82,5 @@ def create_jwt_auth(codec: TokenCodec, *, exclude: Sequence[str]) -> BookstoreJW
         require_claims=list(REQUIRED_CLAIMS),
         exclude=list(exclude),
         openapi_security_scheme_name="BearerToken",
+        authentication_middleware_class=BearerJWTMiddleware,
     )

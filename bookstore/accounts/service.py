@@ -144,7 +144,7 @@ async def log_out(user: CurrentUser) -> None:
     await _revoke_sessions(SessionTable.id == user.session_id)
 
 
-async def authenticate_session(user_id: int, session_id: str) -> CurrentUser | None:
+async def authenticate_session(user_id: int, session_id: UUID) -> CurrentUser | None:
     """The caller of an access token, or None if the user or the session is gone (one query)."""
     row = (
         await SessionTable.select(
@@ -162,7 +162,7 @@ async def authenticate_session(user_id: int, session_id: str) -> CurrentUser | N
     )
     if row is None:
         return None
-    return CurrentUser(id=row["id"], email=row["email"], is_admin=row["admin"], session_id=session_id)
+    return CurrentUser(id=row["id"], email=row["email"], is_admin=row["admin"], session_id=str(session_id))
 
 
 async def get_user(user_id: int) -> User:

@@ -25,6 +25,7 @@ __all__ = [
     "REQUIRED_CLAIMS",
     "BookstoreToken",
     "TokenCodec",
+    "token_identity",
 ]
 
 TokenKind = Literal["access", "refresh"]
@@ -78,6 +79,16 @@ class TokenCodec:
             )
         except NotAuthorizedException:
             raise AuthenticationError(f"The {kind} token is invalid or has expired.") from None
-        if token.typ != kind:
+        if token.typ != kind or token_identity(token) is None:
             raise AuthenticationError(f"The {kind} token is invalid or has expired.")
         return token
+
+
+def token_identity(token: BookstoreToken) -> tuple[int, UUID] | None:
+    """The (user id, session id) a token names, or None if either claim is malformed."""
+    if not (token.sub.isascii() and token.sub.isdigit()):
+        return None
+    try:
+        return int(token.sub), UUID(token.sid)
+    except ValueError:
+        return None

@@ -1,0 +1,270 @@
+"""load_settings: environment variables in, one validated Settings out, or a SettingsError."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from bookstore.settings import MIN_SECRET_BYTES, Settings, SettingsError, load_settings
+
+SECRET = "s" * 64
+
+
+def environ(tmp_path: Path, **values: str) -> dict[str, str]:
+    """An environment with a private data directory, so no test writes into the working tree."""
+    return {"BOOKSTORE_DATA_DIR": str(tmp_path), **values}
+
+
+# --- defaults -------------------------------------------------------------------------------------
+
+
+def test_defaults_with_only_a_secret() -> None:
+    settings = load_settings({"BOOKSTORE_SECRET_KEY": SECRET})
+
+    assert settings.env == "development"
+    assert settings.is_production is False
+    assert settings.database_url is None
+    assert settings.data_dir == Path(".bookstore")
+    assert settings.secret_key == SECRET
+    assert settings.access_token_ttl_seconds == 15 * 60
+    assert settings.refresh_token_ttl_seconds == 14 * 24 * 3600
+    assert settings.docs_enabled is True
+    assert settings.db_pool_min_size == 2
+    assert settings.db_pool_max_size == 10
+    assert settings.db_command_timeout_seconds == 30.0
+    assert settings.argon2_time_cost == 3
+    assert settings.argon2_memory_cost_kib == 64 * 1024
+    assert settings.argon2_parallelism == 4
+    assert settings.max_request_body_bytes == 64 * 1024
+    assert settings.log_level == "INFO"
+
+
+def test_empty_variables_count_as_unset(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_LOG_LEVEL="", BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS="")
+    )
+    assert settings.log_level == "INFO"
+    assert settings.access_token_ttl_seconds == 15 * 60
+
+
+def test_unrelated_variables_are_ignored(tmp_path: Path) -> None:
+    settings = load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_UNKNOWN="1", HOME="/root"))
+    assert settings.secret_key == SECRET
+
+
+def test_values_are_read_from_their_variables(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ(
+            tmp_path,
+            BOOKSTORE_ENV="production",
+            DATABASE_URL="postgresql://db.example/bookstore",
+            BOOKSTORE_SECRET_KEY=SECRET,
+            BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS="120",
+            BOOKSTORE_REFRESH_TOKEN_TTL_SECONDS="7200",
+            BOOKSTORE_DB_POOL_MIN_SIZE="3",
+            BOOKSTORE_DB_POOL_MAX_SIZE="4",
+            BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS="2.5",
+            BOOKSTORE_ARGON2_TIME_COST="2",
+            BOOKSTORE_ARGON2_MEMORY_COST_KIB="16384",
+            BOOKSTORE_ARGON2_PARALLELISM="2",
+            BOOKSTORE_MAX_REQUEST_BODY_BYTES="2048",
+            BOOKSTORE_LOG_LEVEL="DEBUG",
+        )
+    )
+    assert settings.is_production is True
+    assert settings.database_url == "postgresql://db.example/bookstore"
+    assert settings.data_dir == tmp_path
+    assert settings.access_token_ttl_seconds == 120
+    assert settings.refresh_token_ttl_seconds == 7200
+    assert (settings.db_pool_min_size, settings.db_pool_max_size) == (3, 4)
+    assert settings.db_command_timeout_seconds == 2.5
+    assert (settings.argon2_time_cost, settings.argon2_memory_cost_kib, settings.argon2_parallelism) == (2, 16384, 2)
+    assert settings.max_request_body_bytes == 2048
+    assert settings.log_level == "DEBUG"
+
+
+def test_load_settings_reads_os_environ_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOOKSTORE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BOOKSTORE_SECRET_KEY", SECRET)
+    monkeypatch.setenv("BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS", "300")
+    assert load_settings().access_token_ttl_seconds == 300
+
+
+def test_settings_are_immutable() -> None:
+    settings = load_settings({"BOOKSTORE_SECRET_KEY": SECRET})
+    with pytest.raises(AttributeError):
+        settings.secret_key = "t" * 64  # type: ignore[misc]
+
+
+# --- booleans -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["false", "0"])
+def test_docs_enabled_false_parses_to_false(tmp_path: Path, text: str) -> None:
+    settings = load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DOCS_ENABLED=text))
+    assert settings.docs_enabled is False
+
+
+@pytest.mark.parametrize("text", ["true", "1"])
+def test_docs_enabled_true_parses_to_true(tmp_path: Path, text: str) -> None:
+    settings = load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DOCS_ENABLED=text))
+    assert settings.docs_enabled is True
+
+
+def test_docs_enabled_rejects_a_non_boolean(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_DOCS_ENABLED"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DOCS_ENABLED="maybe"))
+
+
+# --- the secret -----------------------------------------------------------------------------------
+
+
+def test_production_without_secret_key_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_SECRET_KEY"):
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="production"))
+
+
+def test_production_without_secret_key_does_not_generate_one(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError):
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="production"))
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_production_with_an_empty_secret_key_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_SECRET_KEY"):
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="production", BOOKSTORE_SECRET_KEY=""))
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+def test_secret_shorter_than_32_bytes_is_rejected(tmp_path: Path, env: str) -> None:
+    short = "k" * (MIN_SECRET_BYTES - 1)
+    with pytest.raises(SettingsError, match="BOOKSTORE_SECRET_KEY"):
+        load_settings(environ(tmp_path, BOOKSTORE_ENV=env, BOOKSTORE_SECRET_KEY=short))
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+def test_secret_of_exactly_32_bytes_is_accepted(tmp_path: Path, env: str) -> None:
+    secret = "k" * MIN_SECRET_BYTES
+    assert load_settings(environ(tmp_path, BOOKSTORE_ENV=env, BOOKSTORE_SECRET_KEY=secret)).secret_key == secret
+
+
+def test_development_without_secret_creates_a_private_secret_file(tmp_path: Path) -> None:
+    settings = load_settings(environ(tmp_path))
+
+    secret_file = tmp_path / "secret_key"
+    assert secret_file.read_text().strip() == settings.secret_key
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+
+
+def test_generated_development_secret_is_long_enough(tmp_path: Path) -> None:
+    assert len(load_settings(environ(tmp_path)).secret_key.encode()) >= MIN_SECRET_BYTES
+
+
+def test_generated_development_secret_leaves_no_temporary_file(tmp_path: Path) -> None:
+    load_settings(environ(tmp_path))
+    assert [path.name for path in tmp_path.iterdir()] == ["secret_key"]
+
+
+def test_second_development_load_returns_the_same_secret(tmp_path: Path) -> None:
+    first = load_settings(environ(tmp_path))
+    second = load_settings(environ(tmp_path))
+    assert second.secret_key == first.secret_key
+
+
+def test_development_secrets_differ_between_data_directories(tmp_path: Path) -> None:
+    first = load_settings(environ(tmp_path / "one"))
+    second = load_settings(environ(tmp_path / "two"))
+    assert first.secret_key != second.secret_key
+
+
+def test_development_creates_a_missing_data_directory(tmp_path: Path) -> None:
+    data_dir = tmp_path / "nested" / "data"
+    load_settings(environ(data_dir))
+    assert (data_dir / "secret_key").is_file()
+
+
+def test_development_uses_an_existing_secret_file(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("p" * 40 + "\n")
+    assert load_settings(environ(tmp_path)).secret_key == "p" * 40
+
+
+def test_development_rejects_a_short_secret_file(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("short\n")
+    with pytest.raises(SettingsError, match="secret_key"):
+        load_settings(environ(tmp_path))
+
+
+def test_explicit_secret_in_development_does_not_create_a_secret_file(tmp_path: Path) -> None:
+    settings = load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET))
+    assert settings.secret_key == SECRET
+    assert not (tmp_path / "secret_key").exists()
+
+
+# --- invalid values -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["abc", "5", "1.5", "-60", str(24 * 3600 + 1)])
+def test_invalid_access_token_ttl_is_rejected_naming_the_variable(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS=value))
+
+
+def test_settings_error_message_does_not_use_the_internal_field_path(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS="abc"))
+    assert "$.access_token_ttl_seconds" not in str(error.value)
+
+
+def test_pool_min_size_above_max_size_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_DB_POOL_MIN_SIZE"):
+        load_settings(
+            environ(
+                tmp_path,
+                BOOKSTORE_SECRET_KEY=SECRET,
+                BOOKSTORE_DB_POOL_MIN_SIZE="6",
+                BOOKSTORE_DB_POOL_MAX_SIZE="5",
+            )
+        )
+
+
+def test_pool_min_size_equal_to_max_size_is_accepted(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DB_POOL_MIN_SIZE="5", BOOKSTORE_DB_POOL_MAX_SIZE="5")
+    )
+    assert settings.db_pool_min_size == settings.db_pool_max_size == 5
+
+
+def test_pool_min_size_above_the_default_max_size_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_DB_POOL_MIN_SIZE"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DB_POOL_MIN_SIZE="11"))
+
+
+def test_unknown_environment_name_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_ENV"):
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="staging", BOOKSTORE_SECRET_KEY=SECRET))
+
+
+def test_unknown_log_level_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_LOG_LEVEL"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_LOG_LEVEL="VERBOSE"))
+
+
+def test_argon2_memory_cost_below_the_minimum_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_ARGON2_MEMORY_COST_KIB"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_ARGON2_MEMORY_COST_KIB="1024"))
+
+
+def test_non_positive_command_timeout_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS="0"))
+
+
+def test_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_settings_built_directly_validate_the_pool_sizes() -> None:
+    with pytest.raises(ValueError, match="db_pool_max_size"):
+        Settings(secret_key=SECRET, db_pool_min_size=6, db_pool_max_size=5)
