@@ -21,6 +21,8 @@ from bookstore.books.controller import BooksController
 from bookstore.core.database import close_pool, open_pool
 from bookstore.core.errors import create_problem_details_plugin
 from bookstore.core.health import HealthController
+from bookstore.core.http import AllowHeaderForOptions
+from bookstore.core.openapi import ClosedStructSchemaPlugin
 from bookstore.core.passwords import configure_password_hasher
 from bookstore.core.tokens import TokenCodec
 from bookstore.settings import Settings, load_settings
@@ -81,9 +83,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[partial(open_pool, settings)],
         on_shutdown=[close_pool],
         dependencies={"codec": Provide(provide_codec, sync_to_thread=False, use_cache=True)},
-        plugins=[create_problem_details_plugin(), GranianPlugin()],
+        plugins=[create_problem_details_plugin(), ClosedStructSchemaPlugin(), GranianPlugin()],
         openapi_config=create_openapi_config() if settings.docs_enabled else None,
         request_max_body_size=settings.max_request_body_bytes,
+        before_send=[AllowHeaderForOptions()],
         logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},
             log_exceptions="never",
@@ -94,4 +97,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
 def render_openapi_document() -> str:
     """The OpenAPI document as committed in ``docs/openapi.json`` (independent of the environment)."""
     app = create_app(Settings(secret_key=secrets.token_hex(32), docs_enabled=True))
-    return json.dumps(app.openapi_schema.to_schema(), indent=2, ensure_ascii=False) + "\n"
+    # Sorted keys: Litestar builds some maps from sets, whose order changes between processes.
+    return json.dumps(app.openapi_schema.to_schema(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"

@@ -118,8 +118,8 @@ async def test_out_of_range_or_non_numeric_ids_are_client_errors(client: ApiClie
     assert_problem(response, response.status_code)
 
 
-async def test_largest_bigint_id_is_simply_not_found(client: ApiClient) -> None:
-    assert_problem(await client.get(f"{BOOKS}/9223372036854775807"), 404)
+async def test_largest_documented_id_is_simply_not_found(client: ApiClient) -> None:
+    assert_problem(await client.get(f"{BOOKS}/{10**18}"), 404)
 
 
 async def test_out_of_range_id_on_a_write_is_a_client_error(client: ApiClient, writer: Account) -> None:
@@ -174,3 +174,17 @@ async def test_invalid_patch_changes_nothing(client: ApiClient, writer: Account,
     current = await client.get(f"{BOOKS}/{created['id']}")
     assert current.json() == created
     assert current.headers["etag"] == '"1"'
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        (BOOKS, "GET, OPTIONS, POST"),
+        (f"{BOOKS}/1", "DELETE, GET, OPTIONS, PATCH, PUT"),
+        ("/api/v1/users/me", "DELETE, GET, OPTIONS, PATCH"),
+    ],
+)
+async def test_options_lists_every_method_of_the_path(client: ApiClient, path: str, allow: str) -> None:
+    response = await client.options(path)
+    assert response.status_code == 204
+    assert response.headers["allow"] == allow

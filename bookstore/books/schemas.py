@@ -43,6 +43,8 @@ PriceInput = Annotated[
     Meta(
         description=f"Decimal string or number, 0 to {MAX_PRICE}, at most two decimal places.",
         examples=["12.50"],
+        # Litestar documents Decimal as a string only; the decoder takes JSON numbers as well.
+        extra_json_schema={"extra": {"type": ["string", "number"]}},
     ),
 ]
 PublishDate = Annotated[date, Meta(description="ISO date, at most one year in the future.")]

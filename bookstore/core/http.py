@@ -6,11 +6,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from litestar import Request
+from litestar import Litestar, Request
+from litestar.datastructures import MutableScopeHeaders
+from litestar.routes import HTTPRoute
+from litestar.types import Message, Scope
 
 from bookstore.core.errors import UnsupportedMediaTypeError
 
 __all__ = [
+    "AllowHeaderForOptions",
     "etag_for_version",
     "if_match_versions",
     "matches_if_none_match",
@@ -80,3 +84,31 @@ async def require_json_body(request: Request[Any, Any, Any]) -> None:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaTypeError("Send the request body as application/json.")
+
+
+class AllowHeaderForOptions:
+    """``before_send`` hook: answer ``OPTIONS`` with every method of the path in ``Allow``.
+
+    Litestar 2.x builds the automatic OPTIONS handler from only part of a path's handlers when
+    a controller declares them separately (litestar#4169, fixed in 3.0), e.g. ``OPTIONS
+    /api/v1/books`` said ``Allow: OPTIONS, POST``. The route itself knows all its methods.
+    """
+
+    def __init__(self) -> None:
+        self._allow_by_path: dict[str, str] | None = None
+
+    def _allow_for(self, app: Litestar, path_template: str) -> str | None:
+        if self._allow_by_path is None:
+            self._allow_by_path = {
+                route.path_format: ", ".join(sorted(route.methods))
+                for route in app.routes
+                if isinstance(route, HTTPRoute)
+            }
+        return self._allow_by_path.get(path_template)
+
+    async def __call__(self, message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+            return
+        allow = self._allow_for(scope["litestar_app"], scope.get("path_template", ""))
+        if allow is not None:
+            MutableScopeHeaders.from_message(message)["Allow"] = allow

@@ -1,0 +1,30 @@
+"""OpenAPI generation details Litestar leaves out: closed request bodies and a stable document."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.openapi.spec import Schema
+    from litestar.typing import FieldDefinition
+
+__all__ = ["ClosedStructSchemaPlugin"]
+
+
+class ClosedStructSchemaPlugin(StructSchemaPlugin):
+    """Document ``forbid_unknown_fields`` structs with ``additionalProperties: false``.
+
+    The server rejects unknown fields with 400; without this the document claims they are
+    allowed, and clients (and schemathesis) take it at its word.
+    """
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        struct_info = msgspec.inspect.type_info(field_definition.type_)
+        if isinstance(struct_info, msgspec.inspect.StructType) and struct_info.forbid_unknown_fields:
+            schema.additional_properties = False
+        return schema

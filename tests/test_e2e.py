@@ -1,0 +1,172 @@
+"""End to end: the real ``bookstore serve`` command, its own embedded PostgreSQL, real HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import PASSWORD, bearer, book_payload
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_SECONDS = 60.0
+EXIT_TIMEOUT_SECONDS = 30.0
+# While Granian serves, litestar-granian's signal forwarder owns SIGTERM: the workers stop
+# gracefully, `serve` returns and exits 0 (observed). Before or after that window cli.py's own
+# handler turns SIGTERM into sys.exit(128 + SIGTERM). Either way the embedded database is stopped.
+CLEAN_EXIT_CODES = {0, 128 + signal.SIGTERM}
+_TCP_LISTEN = "0A"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _read(logs: list[Path]) -> str:
+    return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')}" for log in logs)
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], base_url: str, logs: list[Path]) -> None:
+    """Poll the readiness probe every 0.2 s, for at most READY_TIMEOUT_SECONDS."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"bookstore serve exited early with {process.returncode}:\n{_read(logs)}")
+        try:
+            if httpx.get(f"{base_url}/health/ready", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"bookstore serve was not ready within {READY_TIMEOUT_SECONDS} s:\n{_read(logs)}")
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) of the sockets listening on ``port``."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        path = Path(table)
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == _TCP_LISTEN and int(hex_port, 16) == port:
+                addresses.add(address)
+    return addresses
+
+
+def stop(process: subprocess.Popen[bytes], postmaster_pid: Path) -> None:
+    """Leave nothing running: the server, then (if it was killed) its embedded PostgreSQL."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=EXIT_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    if postmaster_pid.exists():
+        lines = postmaster_pid.read_text().splitlines()
+        if lines and lines[0].strip().isdigit():
+            # SIGQUIT: PostgreSQL's immediate shutdown of an orphaned postmaster.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(lines[0]), signal.SIGQUIT)
+
+
+def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    postmaster_pid = data_dir / "postgres" / "postmaster.pid"
+    port = free_port()
+    base_url = f"http://{HOST}:{port}"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("BOOKSTORE_")}
+    env.pop("DATABASE_URL", None)
+    env.update(
+        {
+            "BOOKSTORE_DATA_DIR": str(data_dir),
+            "BOOKSTORE_ARGON2_TIME_COST": "1",
+            "BOOKSTORE_ARGON2_MEMORY_COST_KIB": "8192",
+            "BOOKSTORE_ARGON2_PARALLELISM": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    out_path, err_path = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bookstore", "serve", "--host", HOST, "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_until_ready(process, base_url, [out_path, err_path])
+        assert postmaster_pid.exists(), "the embedded PostgreSQL should run under BOOKSTORE_DATA_DIR"
+        if Path("/proc/net/tcp").exists():
+            # 0100007F is 127.0.0.1 in /proc/net/tcp's little-endian hex: loopback only.
+            assert listening_addresses(port) == {"0100007F"}
+
+        with httpx.Client(base_url=base_url, timeout=10.0) as http:
+            email = "e2e-reader@example.com"
+            registered = http.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+            assert registered.status_code == 201, registered.text
+            assert registered.json()["email"] == email
+            assert "password" not in registered.text
+
+            login = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+            assert login.status_code == 200, login.text
+            tokens = login.json()
+            assert tokens["token_type"] == "bearer"
+
+            payload = book_payload(title="The Left Hand of Darkness", price="9.99")
+            created = http.post("/api/v1/books", json=payload, headers=bearer(tokens["access_token"]))
+            assert created.status_code == 201, created.text
+            book = created.json()
+            assert created.headers["location"] == f"/api/v1/books/{book['id']}"
+            assert created.headers["etag"]
+
+            fetched = http.get(f"/api/v1/books/{book['id']}")
+            assert fetched.status_code == 200, fetched.text
+            assert fetched.headers["etag"] == created.headers["etag"]
+            body = fetched.json()
+            assert body == book
+            assert body["title"] == payload["title"]
+            assert body["author"] == payload["author"]
+            assert body["publish_date"] == payload["publish_date"]
+            assert body["isbn"] == payload["isbn"]
+            assert body["price"] == "9.99"
+            assert body["created_by"] == registered.json()["id"]
+
+            not_modified = http.get(f"/api/v1/books/{book['id']}", headers={"If-None-Match": fetched.headers["etag"]})
+            assert not_modified.status_code == 304
+
+            docs = http.get("/docs/openapi.json")
+            assert docs.status_code == 200
+            assert docs.headers["content-type"].startswith("application/")
+            assert "json" in docs.headers["content-type"]
+            assert docs.json()["openapi"].startswith("3.1")
+
+        process.send_signal(signal.SIGTERM)
+        try:
+            returncode = process.wait(timeout=EXIT_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"bookstore serve did not exit within {EXIT_TIMEOUT_SECONDS} s of SIGTERM")
+        stdout, stderr = out_path.read_text(), err_path.read_text()
+        assert returncode in CLEAN_EXIT_CODES, f"exit code {returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        assert not postmaster_pid.exists(), "the embedded PostgreSQL is still running after the server exited"
+        assert f"{base_url}/api/v1/books" in stdout
+        assert f"{base_url}/docs" in stdout
+        assert f"{base_url}/docs/openapi.json" in stdout
+        assert "Traceback" not in stderr, stderr
+    finally:
+        stop(process, postmaster_pid)
