@@ -5,19 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import PASSWORD, bearer, book_payload
+from tests.helpers import LOOPBACK, PASSWORD, bearer, book_payload, free_port, wait_until_ready
 
-HOST = "127.0.0.1"
-READY_TIMEOUT_SECONDS = 60.0
+HOST = LOOPBACK
 EXIT_TIMEOUT_SECONDS = 30.0
 # While Granian serves, litestar-granian's signal forwarder owns SIGTERM: the workers stop
 # gracefully, `serve` returns and exits 0 (observed). Before or after that window cli.py's own
@@ -26,30 +23,8 @@ CLEAN_EXIT_CODES = {0, 128 + signal.SIGTERM}
 _TCP_LISTEN = "0A"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _read(logs: list[Path]) -> str:
     return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')}" for log in logs)
-
-
-def wait_until_ready(process: subprocess.Popen[bytes], base_url: str, logs: list[Path]) -> None:
-    """Poll the readiness probe every 0.2 s, for at most READY_TIMEOUT_SECONDS."""
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"bookstore serve exited early with {process.returncode}:\n{_read(logs)}")
-        try:
-            if httpx.get(f"{base_url}/health/ready", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"bookstore serve was not ready within {READY_TIMEOUT_SECONDS} s:\n{_read(logs)}")
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -110,7 +85,7 @@ def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL,
         )
     try:
-        wait_until_ready(process, base_url, [out_path, err_path])
+        wait_until_ready(process, base_url, lambda: _read([out_path, err_path]))
         assert postmaster_pid.exists(), "the embedded PostgreSQL should run under BOOKSTORE_DATA_DIR"
         if Path("/proc/net/tcp").exists():
             # 0100007F is 127.0.0.1 in /proc/net/tcp's little-endian hex: loopback only.

@@ -11,10 +11,8 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +24,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case, GenerationMode
 
 from bookstore.app import render_openapi_document
-from tests.helpers import PASSWORD, bearer, book_payload
+from tests.helpers import LOOPBACK, PASSWORD, bearer, book_payload, free_port, wait_until_ready
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 SECRET = "schemathesis-secret-" + "s" * 40
-READY_TIMEOUT_SECONDS = 60.0
 MAX_EXAMPLES = 30
 SEED = 20261121
 # Operations that end the caller's session or account: each of their examples runs with an account
@@ -38,13 +35,6 @@ SEED = 20261121
 SESSION_ENDING_OPERATIONS = {"LogOut", "DeleteCurrentUser", "UpdateCurrentUser"}
 
 _emails = itertools.count(1)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -56,7 +46,7 @@ class LiveServer:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``bookstore serve`` on the test database (DATABASE_URL, set by conftest at import)."""
     directory = tmp_path_factory.mktemp("schemathesis-server")
-    port = _free_port()
+    port = free_port()
     base_url = f"http://{HOST}:{port}"
     env = {name: value for name, value in os.environ.items() if not name.startswith("BOOKSTORE_")}
     env.update(
@@ -82,18 +72,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"bookstore serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base_url}/health/ready", timeout=2.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"bookstore serve not ready within {READY_TIMEOUT_SECONDS} s:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_until_ready(process, base_url, log.read_text)
         yield LiveServer(base_url)
     finally:
         process.send_signal(signal.SIGTERM)
