@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 from piccolo.columns.combination import WhereRaw
+from piccolo.query.methods.select import Select
 
 from bookstore.books.schemas import Book, BookCreate, SortField, to_book
 from bookstore.books.tables import BookTable
@@ -25,6 +26,7 @@ from bookstore.core.http import ANY_VERSION
 __all__ = [
     "Actor",
     "BookFilters",
+    "book_page_query",
     "create_book",
     "delete_book",
     "get_book",
@@ -108,20 +110,23 @@ def _where(filters: BookFilters) -> list[Any]:
     return conditions
 
 
-async def list_books(filters: BookFilters) -> tuple[list[Book], int]:
-    """One page of books matching ``filters`` and the number of all matches."""
-    conditions = _where(filters)
+def book_page_query(filters: BookFilters) -> Select[BookTable]:
+    """The SELECT of one page of books (public so tests can EXPLAIN it)."""
     ascending = not filters.sort.startswith("-")
     sort_column = _SORT_COLUMNS[filters.sort.lstrip("-")]
-    page = (
+    return (
         BookTable.select(*_COLUMNS)
-        .where(*conditions)
+        .where(*_where(filters))
         .order_by(sort_column, BookTable.id, ascending=ascending)
         .limit(filters.limit)
         .offset(filters.offset)
     )
-    total = await BookTable.count().where(*conditions)
-    return [to_book(row) for row in await page], total
+
+
+async def list_books(filters: BookFilters) -> tuple[list[Book], int]:
+    """One page of books matching ``filters`` and the number of all matches."""
+    total = await BookTable.count().where(*_where(filters))
+    return [to_book(row) for row in await book_page_query(filters)], total
 
 
 async def get_book(book_id: int) -> tuple[Book, int]:
