@@ -135,7 +135,8 @@ def createsuperuser(email: str, password: str) -> None:
     try:
         credentials = msgspec.convert({"email": email, "password": password}, Credentials)
     except msgspec.ValidationError as error:
-        raise click.BadParameter(str(error).replace(" - at `$.", " (").replace("`", ")")) from None
+        message, _, field = str(error).partition(" - at `$.")
+        raise click.BadParameter(f"{field.rstrip('`') or 'input'}: {message}") from None
     settings = _settings()
     configure_password_hasher(
         time_cost=settings.argon2_time_cost,

@@ -1,0 +1,88 @@
+"""The ``bookstore`` command's administrative subcommands, run as a user would run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bookstore.accounts.tables import UserTable
+from bookstore.app import render_openapi_document
+from bookstore.books.isbn import normalise_isbn
+from bookstore.books.tables import BookTable
+from tests.helpers import PASSWORD, ApiClient
+
+
+def bookstore(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "BOOKSTORE_DATA_DIR": str(data_dir),
+        "BOOKSTORE_ARGON2_TIME_COST": "1",
+        "BOOKSTORE_ARGON2_MEMORY_COST_KIB": "8192",
+        "BOOKSTORE_ARGON2_PARALLELISM": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bookstore", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+async def test_createsuperuser_creates_an_admin_who_can_log_in(client: ApiClient, tmp_path: Path) -> None:
+    result = bookstore("createsuperuser", "--email", " Boss@Example.com", "--password", PASSWORD, data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "boss@example.com" in result.stdout
+    tokens = await client.login("boss@example.com")
+    me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.json()["is_admin"] is True
+
+
+async def test_createsuperuser_refuses_a_taken_email(client: ApiClient, tmp_path: Path) -> None:
+    await client.register("taken@example.com")
+    result = bookstore("createsuperuser", "--email", "TAKEN@example.com", "--password", PASSWORD, data_dir=tmp_path)
+    assert result.returncode == 1
+    assert "already exists" in result.stderr
+    assert await UserTable.count().where(UserTable.admin == True) == 0  # noqa: E712 - SQL comparison
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "message"),
+    [("not-an-email", PASSWORD, "email:"), ("ok@example.com", "short", "password:")],
+)
+async def test_createsuperuser_rejects_invalid_input(
+    client: ApiClient, tmp_path: Path, email: str, password: str, message: str
+) -> None:
+    result = bookstore("createsuperuser", "--email", email, "--password", password, data_dir=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert await UserTable.count() == 0
+
+
+async def test_seed_adds_books_with_valid_unique_isbns(client: ApiClient, tmp_path: Path) -> None:
+    result = bookstore("seed", "--books", "120", "--seed", "7", data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    isbns = await BookTable.select(BookTable.isbn).output(as_list=True)
+    assert len(isbns) == 120
+    assert len(set(isbns)) == 120
+    assert all(normalise_isbn(isbn) == isbn for isbn in isbns)
+
+
+def test_openapi_writes_the_generated_document(tmp_path: Path) -> None:
+    target = tmp_path / "openapi.json"
+    result = bookstore("openapi", "--output", str(target), data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == render_openapi_document()
+
+
+def test_invalid_configuration_stops_with_the_variable_named(tmp_path: Path) -> None:
+    env_result = subprocess.run(
+        [sys.executable, "-m", "bookstore", "migrate"],
+        env={**os.environ, "BOOKSTORE_DATA_DIR": str(tmp_path), "BOOKSTORE_DB_POOL_MAX_SIZE": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert env_result.returncode == 1
+    assert "BOOKSTORE_DB_POOL_MAX_SIZE" in env_result.stderr
