@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 
 from litestar import Litestar
+from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
+from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Tag
+from litestar.stores.registry import StoreRegistry
 from litestar_granian import GranianPlugin
 
 from bookstore.accounts.auth import create_jwt_auth
@@ -24,6 +29,19 @@ from bookstore.core.health import HealthController
 from bookstore.core.http import AllowHeaderForOptions
 from bookstore.core.openapi import ClosedStructSchemaPlugin
 from bookstore.core.passwords import configure_password_hasher
+from bookstore.core.ratelimit import (
+    API_POLICY,
+    LOGIN_EMAIL_POLICY,
+    LOGIN_POLICY,
+    RATE_LIMIT_STORE,
+    REGISTER_POLICY,
+    ClientIdentity,
+    CountingRedisStore,
+    RateLimiter,
+    RateLimitPolicy,
+    WindowRateLimitConfig,
+    create_rate_limit_store,
+)
 from bookstore.core.tokens import TokenCodec
 from bookstore.settings import Settings, load_settings
 
@@ -35,6 +53,8 @@ DOCS_PATH = "/docs"
 SCALAR_VERSION = "1.34.6"
 # Anchored: Litestar matches these with findall(), i.e. anywhere in the path.
 _UNAUTHENTICATED_PATHS = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)"]
+_UNLIMITED_PATHS = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)", "^/metrics(/|$)"]
+_logger = logging.getLogger("bookstore")
 
 
 def create_openapi_config() -> OpenAPIConfig:
@@ -59,6 +79,45 @@ def create_openapi_config() -> OpenAPIConfig:
     )
 
 
+def create_rate_limiter(settings: Settings, codec: TokenCodec) -> RateLimiter:
+    auth_window = settings.auth_rate_limit_window_seconds
+    return RateLimiter(
+        [
+            RateLimitPolicy(API_POLICY, settings.rate_limit_requests, settings.rate_limit_window_seconds),
+            RateLimitPolicy(
+                LOGIN_POLICY, settings.login_rate_limit_per_ip, auth_window, fail_closed=True, client_ip_only=True
+            ),
+            RateLimitPolicy(LOGIN_EMAIL_POLICY, settings.login_rate_limit_per_email, auth_window, fail_closed=True),
+            RateLimitPolicy(
+                REGISTER_POLICY, settings.register_rate_limit_per_ip, auth_window, fail_closed=True, client_ip_only=True
+            ),
+        ],
+        ClientIdentity(settings.trusted_proxies, codec.user_id_of),
+    )
+
+
+def _outermost(middleware: DefineMiddleware) -> Callable[[AppConfig], AppConfig]:
+    """An ``on_app_init`` hook putting ``middleware`` before all others, even JWT auth: a flood
+    is then refused before any token is looked up in the database."""
+
+    def insert(app_config: AppConfig) -> AppConfig:
+        app_config.middleware.insert(0, middleware)
+        return app_config
+
+    return insert
+
+
+async def _report_rate_limit_store(app: Litestar) -> None:
+    store = app.stores.get(RATE_LIMIT_STORE)
+    if isinstance(store, CountingRedisStore):
+        if await store.ping():
+            _logger.info("rate limits are shared through Redis")
+        else:
+            _logger.warning("Redis is unreachable: reads are served unlimited, login and register answer 503")
+    else:
+        _logger.warning("no REDIS_URL: rate limits are counted per worker process")
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application from ``settings`` (read from the environment when not given)."""
     settings = settings or load_settings()
@@ -73,16 +132,30 @@ def create_app(settings: Settings | None = None) -> Litestar:
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
     )
     jwt_auth = create_jwt_auth(codec, exclude=_UNAUTHENTICATED_PATHS)
+    rate_limiter = create_rate_limiter(settings, codec) if settings.rate_limit_enabled else None
+    on_app_init: list[Callable[[AppConfig], AppConfig]] = [jwt_auth.on_app_init]
+    if rate_limiter is not None:
+        limits = WindowRateLimitConfig.create(rate_limiter, default_policy=API_POLICY, exclude=_UNLIMITED_PATHS)
+        on_app_init.append(_outermost(limits.middleware))
 
     def provide_codec() -> TokenCodec:
         return codec
 
+    def provide_rate_limiter() -> RateLimiter | None:
+        return rate_limiter
+
     return Litestar(
         route_handlers=[AuthController, UsersController, BooksController, HealthController],
-        on_app_init=[jwt_auth.on_app_init],
-        on_startup=[partial(open_pool, settings)],
+        on_app_init=on_app_init,
+        on_startup=[partial(open_pool, settings), _report_rate_limit_store],
         on_shutdown=[close_pool],
-        dependencies={"codec": Provide(provide_codec, sync_to_thread=False, use_cache=True)},
+        dependencies={
+            "codec": Provide(provide_codec, sync_to_thread=False, use_cache=True),
+            "rate_limiter": Provide(provide_rate_limiter, sync_to_thread=False, use_cache=True),
+        },
+        stores=StoreRegistry(
+            stores={RATE_LIMIT_STORE: create_rate_limit_store(settings.redis_url, settings.redis_timeout_seconds)}
+        ),
         plugins=[create_problem_details_plugin(), ClosedStructSchemaPlugin(), GranianPlugin()],
         openapi_config=create_openapi_config() if settings.docs_enabled else None,
         request_max_body_size=settings.max_request_body_bytes,

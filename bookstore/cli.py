@@ -94,6 +94,12 @@ def serve(host: str, port: int, workers: int) -> None:
         click.echo(f"API:      {base}/api/v1/books")
         if settings.docs_enabled:
             click.echo(f"Docs:     {base}/docs  (OpenAPI: {base}/docs/openapi.json)")
+        if not settings.rate_limit_enabled:
+            click.echo("Limits:   rate limiting is off (BOOKSTORE_RATE_LIMIT_ENABLED=false)")
+        elif settings.redis_url:
+            click.echo("Limits:   counted in Redis, shared by every worker and instance")
+        else:
+            click.echo("Limits:   counted per worker process (set REDIS_URL to share them)")
         # litestar-granian's `run` supervises the Granian workers and forwards signals to them.
         litestar_group.main(
             args=[

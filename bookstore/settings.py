@@ -6,6 +6,7 @@ misconfiguration fails at start-up with a clear message instead of at the first 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -43,12 +44,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     argon2_parallelism: Annotated[int, Meta(ge=1, le=16)] = 4
     max_request_body_bytes: Annotated[int, Meta(ge=1024, le=10 * 1024 * 1024)] = 64 * 1024
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    redis_url: str | None = None
+    redis_timeout_seconds: Annotated[float, Meta(gt=0, le=5)] = 0.25
+    rate_limit_enabled: bool = True
+    rate_limit_requests: Annotated[int, Meta(ge=1)] = 1200
+    rate_limit_window_seconds: Annotated[int, Meta(ge=1, le=86400)] = 60
+    login_rate_limit_per_ip: Annotated[int, Meta(ge=1)] = 20
+    login_rate_limit_per_email: Annotated[int, Meta(ge=1)] = 5
+    register_rate_limit_per_ip: Annotated[int, Meta(ge=1)] = 5
+    auth_rate_limit_window_seconds: Annotated[int, Meta(ge=1, le=86400)] = 60
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes - at `$.secret_key`")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("must not exceed db_pool_max_size - at `$.db_pool_min_size`")
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or network - at `$.trusted_proxies`") from None
 
     @property
     def is_production(self) -> bool:
@@ -72,6 +88,16 @@ _ENV_FIELDS = {
     "BOOKSTORE_ARGON2_PARALLELISM": "argon2_parallelism",
     "BOOKSTORE_MAX_REQUEST_BODY_BYTES": "max_request_body_bytes",
     "BOOKSTORE_LOG_LEVEL": "log_level",
+    "REDIS_URL": "redis_url",
+    "BOOKSTORE_REDIS_TIMEOUT_SECONDS": "redis_timeout_seconds",
+    "BOOKSTORE_RATE_LIMIT_ENABLED": "rate_limit_enabled",
+    "BOOKSTORE_RATE_LIMIT_REQUESTS": "rate_limit_requests",
+    "BOOKSTORE_RATE_LIMIT_WINDOW_SECONDS": "rate_limit_window_seconds",
+    "BOOKSTORE_LOGIN_RATE_LIMIT_PER_IP": "login_rate_limit_per_ip",
+    "BOOKSTORE_LOGIN_RATE_LIMIT_PER_EMAIL": "login_rate_limit_per_email",
+    "BOOKSTORE_REGISTER_RATE_LIMIT_PER_IP": "register_rate_limit_per_ip",
+    "BOOKSTORE_AUTH_RATE_LIMIT_WINDOW_SECONDS": "auth_rate_limit_window_seconds",
+    "BOOKSTORE_TRUSTED_PROXIES": "trusted_proxies",
 }
 
 
@@ -85,6 +111,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raw: dict[str, object] = {
         field: environ[name] for name, field in _ENV_FIELDS.items() if environ.get(name, "") != ""
     }
+    if isinstance(raw.get("trusted_proxies"), str):
+        raw["trusted_proxies"] = [item.strip() for item in str(raw["trusted_proxies"]).split(",") if item.strip()]
     if "secret_key" not in raw:
         if raw.get("env") == "production":
             raise SettingsError(

@@ -4,11 +4,12 @@ every test, and the app running its lifespan in the session's event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ else:
 
 from bookstore.app import create_app  # noqa: E402
 from bookstore.core.database import apply_migrations, get_engine  # noqa: E402
+from bookstore.core.ratelimit import RATE_LIMIT_STORE  # noqa: E402
 from bookstore.settings import Settings  # noqa: E402
 from tests.helpers import PASSWORD, Account, ApiClient, unique_email  # noqa: E402
+from tests.servers import RedisProcess, redis_server_binary  # noqa: E402
 
 TEST_SECRET = "test-secret-" + "x" * 40
 _TABLES = ("book", "refresh_token", "auth_session", "app_user")
@@ -57,6 +60,11 @@ def make_settings(**overrides: Any) -> Settings:
         "argon2_parallelism": 1,
         "db_pool_min_size": 1,
         "db_pool_max_size": 5,
+        # Far above anything a test sends; tests of the limits set their own.
+        "rate_limit_requests": 1_000_000,
+        "login_rate_limit_per_ip": 1_000_000,
+        "login_rate_limit_per_email": 1_000_000,
+        "register_rate_limit_per_ip": 1_000_000,
     }
     values.update(overrides)
     return Settings(**values)
@@ -113,3 +121,43 @@ async def admin(client: ApiClient) -> Account:
     user = await create_superuser(unique_email(), PASSWORD)
     tokens = await client.login(user.email)
     return Account(user.id, user.email, PASSWORD, tokens["access_token"], tokens["refresh_token"])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One redis-server for the session (emptied before each test that asks for ``redis_url``)."""
+    server = RedisProcess(redis_server_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> str:
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture
+def disposable_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test's own, which the test may stop and restart."""
+    server = RedisProcess(redis_server_binary(), tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture
+async def make_client(app: Litestar) -> AsyncIterator[Callable[..., Awaitable[ApiClient]]]:
+    """Build clients of further app instances with their own settings (sharing the session's
+    database pool), e.g. low rate limits or a Redis URL; their Redis clients are closed after."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def build(**overrides: Any) -> ApiClient:
+            instance = create_app(make_settings(**overrides))
+            await stack.enter_async_context(instance.stores.get(RATE_LIMIT_STORE))
+            transport = httpx.ASGITransport(app=instance)
+            http = await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://other"))
+            return ApiClient(http)
+
+        yield build

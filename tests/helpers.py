@@ -107,6 +107,17 @@ class ApiClient:
 
 
 LOOPBACK = "127.0.0.1"
+# Environment for servers started by tests: real argon2id at a low cost, and rate limits far
+# above what the tests send (tests of the limits set their own).
+TEST_SERVER_ENV = {
+    "BOOKSTORE_ARGON2_TIME_COST": "1",
+    "BOOKSTORE_ARGON2_MEMORY_COST_KIB": "8192",
+    "BOOKSTORE_ARGON2_PARALLELISM": "1",
+    "BOOKSTORE_RATE_LIMIT_REQUESTS": "1000000",
+    "BOOKSTORE_LOGIN_RATE_LIMIT_PER_IP": "1000000",
+    "BOOKSTORE_LOGIN_RATE_LIMIT_PER_EMAIL": "1000000",
+    "BOOKSTORE_REGISTER_RATE_LIMIT_PER_IP": "1000000",
+}
 READY_TIMEOUT_SECONDS = 60.0
 
 

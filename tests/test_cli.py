@@ -13,16 +13,14 @@ from bookstore.accounts.tables import UserTable
 from bookstore.app import render_openapi_document
 from bookstore.books.isbn import normalise_isbn
 from bookstore.books.tables import BookTable
-from tests.helpers import PASSWORD, ApiClient
+from tests.helpers import PASSWORD, TEST_SERVER_ENV, ApiClient
 
 
 def bookstore(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "BOOKSTORE_DATA_DIR": str(data_dir),
-        "BOOKSTORE_ARGON2_TIME_COST": "1",
-        "BOOKSTORE_ARGON2_MEMORY_COST_KIB": "8192",
-        "BOOKSTORE_ARGON2_PARALLELISM": "1",
+        **TEST_SERVER_ENV,
     }
     return subprocess.run(
         [sys.executable, "-m", "bookstore", *args], env=env, capture_output=True, text=True, timeout=120, check=False

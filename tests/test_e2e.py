@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import LOOPBACK, PASSWORD, bearer, book_payload, free_port, wait_until_ready
+from tests.helpers import LOOPBACK, PASSWORD, TEST_SERVER_ENV, bearer, book_payload, free_port, wait_until_ready
 
 HOST = LOOPBACK
 EXIT_TIMEOUT_SECONDS = 30.0
@@ -69,9 +69,7 @@ def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
     env.update(
         {
             "BOOKSTORE_DATA_DIR": str(data_dir),
-            "BOOKSTORE_ARGON2_TIME_COST": "1",
-            "BOOKSTORE_ARGON2_MEMORY_COST_KIB": "8192",
-            "BOOKSTORE_ARGON2_PARALLELISM": "1",
+            **TEST_SERVER_ENV,
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case, GenerationMode
 
 from bookstore.app import render_openapi_document
-from tests.helpers import LOOPBACK, PASSWORD, bearer, book_payload, free_port, wait_until_ready
+from tests.helpers import LOOPBACK, PASSWORD, TEST_SERVER_ENV, bearer, book_payload, free_port, wait_until_ready
 
 HOST = LOOPBACK
 SECRET = "schemathesis-secret-" + "s" * 40
@@ -54,9 +54,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             "DATABASE_URL": os.environ["DATABASE_URL"],
             "BOOKSTORE_SECRET_KEY": SECRET,
             "BOOKSTORE_DATA_DIR": str(directory / "data"),
-            "BOOKSTORE_ARGON2_TIME_COST": "1",
-            "BOOKSTORE_ARGON2_MEMORY_COST_KIB": "8192",
-            "BOOKSTORE_ARGON2_PARALLELISM": "1",
+            **TEST_SERVER_ENV,
             "BOOKSTORE_DB_POOL_MIN_SIZE": "1",
             "BOOKSTORE_DB_POOL_MAX_SIZE": "4",
             "PYTHONUNBUFFERED": "1",

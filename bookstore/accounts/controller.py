@@ -15,7 +15,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from bookstore.accounts import service
-from bookstore.accounts.emails import MAX_EMAIL_LENGTH
+from bookstore.accounts.emails import MAX_EMAIL_LENGTH, normalise_email
 from bookstore.accounts.schemas import (
     MAX_PASSWORD_LENGTH,
     Credentials,
@@ -29,6 +29,7 @@ from bookstore.accounts.schemas import (
 )
 from bookstore.core.errors import UnsupportedMediaTypeError, problem_responses
 from bookstore.core.http import require_json_body
+from bookstore.core.ratelimit import LOGIN_EMAIL_POLICY, LOGIN_POLICY, POLICY_OPT_KEY, REGISTER_POLICY, RateLimiter
 from bookstore.core.tokens import TokenCodec
 
 __all__ = ["AuthController", "UsersController"]
@@ -115,7 +116,8 @@ class AuthController(Controller):
         exclude_from_auth=True,
         security=_PUBLIC,
         before_request=require_json_body,
-        responses=problem_responses(400, 409, 413, 415),
+        opt={POLICY_OPT_KEY: REGISTER_POLICY},
+        responses=problem_responses(400, 409, 413, 415, 503),
     )
     async def register(self, data: JSONBody[Credentials]) -> User:
         return await service.register_user(data.email, data.password)
@@ -126,16 +128,26 @@ class AuthController(Controller):
         summary="Log in and get an access and a refresh token",
         description=(
             "Takes JSON `{email, password}` or the OAuth2 password grant form "
-            "(`username`, `password`). Unknown email and wrong password give the same 401."
+            "(`username`, `password`). Unknown email and wrong password give the same 401. "
+            "Limited per client IP and per email (429); 503 while the limiter's store is down."
         ),
         status_code=HTTP_200_OK,
         exclude_from_auth=True,
         security=_PUBLIC,
         operation_class=_LoginOperation,
-        responses=problem_responses(400, 401, 413, 415),
+        opt={POLICY_OPT_KEY: LOGIN_POLICY},
+        responses=problem_responses(400, 401, 413, 415, 503),
     )
-    async def log_in(self, request: Request[Any, Any, Any], codec: NamedDependency[TokenCodec]) -> TokenPair:
+    async def log_in(
+        self,
+        request: Request[Any, Any, Any],
+        codec: NamedDependency[TokenCodec],
+        rate_limiter: NamedDependency[RateLimiter | None],
+    ) -> TokenPair:
         email, password = await _read_login(request)
+        if rate_limiter is not None:
+            # Per account as well as per IP: credential stuffing spreads one email over many IPs.
+            await rate_limiter.consume(request.app, LOGIN_EMAIL_POLICY, normalise_email(email))
         return await service.log_in(codec, email, password)
 
     @post(

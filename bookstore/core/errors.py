@@ -156,8 +156,13 @@ def create_problem_details_plugin() -> ProblemDetailsPlugin:
     )
 
 
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries documenting that a route may answer with these error statuses."""
+def problem_responses(*statuses: int, rate_limited: bool = True) -> dict[int, ResponseSpec]:
+    """OpenAPI entries documenting that a route may answer with these error statuses.
+
+    Rate-limited routes (all but the probes and docs) may also answer 429.
+    """
+    if rate_limited:
+        statuses = (*statuses, HTTPStatus.TOO_MANY_REQUESTS)
     return {
         status: ResponseSpec(
             data_container=ProblemDetails,

@@ -1,0 +1,336 @@
+"""Rate limiting that holds across worker processes and instances.
+
+Litestar's ``RateLimitMiddleware`` reads a request history from the store, appends to it and
+writes it back under a per-process lock, so two Granian workers sharing Redis both admit
+requests past the limit (litestar#4700). Here the count is one atomic operation instead: a
+fixed window per client, counted by a Lua script in Redis (``INCR`` + ``PEXPIRE`` on the first
+hit, so every process sees one counter), or by an in-process counter when no Redis is
+configured. The window starts with a client's first request; ``RateLimit-Reset`` and
+``Retry-After`` say when it ends.
+
+When Redis is unreachable a policy either fails open (the request is served, a warning is
+logged and counted) or fails closed (503): reads and writes fail open, login and registration
+fail closed. Every Redis call is bounded by the client's socket timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.datastructures import MutableScopeHeaders
+from litestar.exceptions import TooManyRequestsException
+from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
+from litestar.stores.memory import MemoryStore
+from litestar.stores.redis import RedisStore
+from litestar.types import Message, Receive, Scope, Send
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from bookstore.core.errors import ServiceUnavailableError
+
+__all__ = [
+    "API_POLICY",
+    "LOGIN_EMAIL_POLICY",
+    "LOGIN_POLICY",
+    "POLICY_OPT_KEY",
+    "RATE_LIMIT_STORE",
+    "REGISTER_POLICY",
+    "ClientIdentity",
+    "CountingMemoryStore",
+    "CountingRedisStore",
+    "Decision",
+    "RateLimitPolicy",
+    "RateLimitUnavailableError",
+    "RateLimiter",
+    "WindowRateLimitConfig",
+    "WindowRateLimitMiddleware",
+    "create_rate_limit_store",
+    "fail_open_count",
+]
+
+RATE_LIMIT_STORE = "rate_limit"
+API_POLICY = "api"
+LOGIN_POLICY = "login"
+LOGIN_EMAIL_POLICY = "login-email"
+REGISTER_POLICY = "register"
+_logger = logging.getLogger("bookstore.ratelimit")
+
+# KEYS[1] counter; ARGV[1] window in ms. Returns {count, ms until the window ends}.
+_HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
+
+
+class RateLimitUnavailableError(Exception):
+    """The counter store could not be reached within its timeout."""
+
+
+@dataclass(frozen=True)
+class WindowCount:
+    count: int
+    reset_seconds: int
+
+
+class CountingRedisStore(RedisStore):
+    """Litestar's Redis store plus an atomic fixed-window counter."""
+
+    def __init__(self, *args: Any, timeout_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timeout_seconds = timeout_seconds
+        self._hit_script = self._redis.register_script(_HIT_SCRIPT)
+
+    async def hit(self, key: str, window_seconds: int) -> WindowCount:
+        try:
+            # The socket timeouts bound each call too; this also bounds connection set-up.
+            async with asyncio.timeout(self._timeout_seconds * 2):
+                count, ttl_ms = await self._hit_script(keys=[self._make_key(key)], args=[window_seconds * 1000])
+        except (RedisError, OSError, TimeoutError) as error:
+            raise RateLimitUnavailableError(str(error) or type(error).__name__) from error
+        return WindowCount(int(count), max(1, math.ceil(int(ttl_ms) / 1000)))
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout_seconds * 2):
+                return bool(await self._redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+
+class CountingMemoryStore(MemoryStore):
+    """Litestar's memory store plus the same counter, for a single process without Redis."""
+
+    _PRUNE_ABOVE = 10_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._windows: dict[str, tuple[int, float]] = {}
+
+    async def hit(self, key: str, window_seconds: int) -> WindowCount:
+        # No await between read and write: atomic within the event loop.
+        now = time.monotonic()
+        count, ends_at = self._windows.get(key, (0, 0.0))
+        if ends_at <= now:
+            count, ends_at = 0, now + window_seconds
+            if len(self._windows) > self._PRUNE_ABOVE:
+                self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
+        self._windows[key] = (count + 1, ends_at)
+        return WindowCount(count + 1, max(1, math.ceil(ends_at - now)))
+
+    async def ping(self) -> bool:
+        return True
+
+
+def create_rate_limit_store(redis_url: str | None, timeout_seconds: float) -> CountingRedisStore | CountingMemoryStore:
+    """The shared Redis counter store, or an in-process one when no Redis is configured."""
+    if redis_url is None:
+        return CountingMemoryStore()
+    client = Redis.from_url(
+        redis_url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        # No retries: a retry would multiply the time a request can wait on a dead Redis.
+        retry=Retry(NoBackoff(), 0),
+    )
+    return CountingRedisStore(
+        redis=client, namespace="bookstore", handle_client_shutdown=True, timeout_seconds=timeout_seconds
+    )
+
+
+@dataclass(frozen=True)
+class RateLimitPolicy:
+    """``limit`` requests per ``window_seconds`` for each client under ``name``.
+
+    ``client_ip_only`` counts by IP even when a token is sent (login and registration, where the
+    caller has no account yet); ``fail_closed`` refuses requests (503) when the store is down.
+    """
+
+    name: str
+    limit: int
+    window_seconds: int
+    fail_closed: bool = False
+    client_ip_only: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    policy: RateLimitPolicy
+    count: int
+    reset_seconds: int
+
+    @property
+    def allowed(self) -> bool:
+        return self.count <= self.policy.limit
+
+    def headers(self) -> dict[str, str]:
+        """The RateLimit-* headers of the IETF draft, as Litestar names them."""
+        return {
+            "RateLimit-Policy": f"{self.policy.limit}; w={self.policy.window_seconds}",
+            "RateLimit-Limit": str(self.policy.limit),
+            "RateLimit-Remaining": str(max(0, self.policy.limit - self.count)),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+
+
+class _FailOpenCounter:
+    """How many requests were let through because the counter store was unreachable."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+fail_open_count = _FailOpenCounter()
+
+
+class ClientIdentity:
+    """Who a request counts against: the user of a validly signed token, else the client IP.
+
+    The token is only verified (signature, expiry), not looked up: counting must not cost a
+    database query. ``X-Forwarded-For`` is believed only when the peer is one of
+    ``trusted_proxies``; the client is then the right-most address in it that is not itself a
+    trusted proxy.
+    """
+
+    def __init__(self, trusted_proxies: Sequence[str], user_of_token: Callable[[str], int | None]) -> None:
+        self._trusted = [ipaddress.ip_network(network, strict=False) for network in trusted_proxies]
+        self._user_of_token = user_of_token
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def client_ip(self, request: Request[Any, Any, Any]) -> str:
+        peer = request.client.host if request.client else "unknown"
+        if not self._trusted or not self._is_trusted(peer):
+            return peer
+        client = peer
+        for hop in reversed(request.headers.get("x-forwarded-for", "").split(",")):
+            hop = hop.strip()
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                break
+            client = hop
+            if not self._is_trusted(hop):
+                break
+        return client
+
+    def key_for(self, request: Request[Any, Any, Any], policy: RateLimitPolicy) -> str:
+        if not policy.client_ip_only:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                user_id = self._user_of_token(token.strip())
+                if user_id is not None:
+                    return f"user:{user_id}"
+        return f"ip:{self.client_ip(request)}"
+
+
+class RateLimiter:
+    """The service's limits: named policies counted in the app's ``rate_limit`` store."""
+
+    def __init__(self, policies: Sequence[RateLimitPolicy], identity: ClientIdentity) -> None:
+        self.policies = {policy.name: policy for policy in policies}
+        self.identity = identity
+
+    async def consume(self, app: Litestar, policy_name: str, key: str) -> Decision | None:
+        """Count one request of ``key``; raise 429 past the limit (503 if the store is down and
+        the policy fails closed). Returns None when the store is down and the policy fails open."""
+        policy = self.policies[policy_name]
+        store = app.stores.get(RATE_LIMIT_STORE)
+        if not isinstance(store, CountingRedisStore | CountingMemoryStore):
+            raise TypeError(f"the {RATE_LIMIT_STORE!r} store cannot count atomically: {type(store).__name__}")
+        try:
+            window = await store.hit(f"{policy.name}:{key}", policy.window_seconds)
+        except RateLimitUnavailableError as error:
+            if policy.fail_closed:
+                _logger.error("rate limit store unreachable, refusing %s: %s", policy.name, error)
+                raise ServiceUnavailableError(
+                    "This operation is temporarily unavailable; try again shortly.", headers={"Retry-After": "5"}
+                ) from None
+            fail_open_count.value += 1
+            _logger.warning("rate limit store unreachable, serving %s unlimited: %s", policy.name, error)
+            return None
+        decision = Decision(policy, window.count, window.reset_seconds)
+        if not decision.allowed:
+            raise TooManyRequestsException(
+                "Too many requests; retry after the number of seconds in Retry-After.",
+                headers={**decision.headers(), "Retry-After": str(decision.reset_seconds)},
+            )
+        return decision
+
+
+@dataclass
+class WindowRateLimitConfig(RateLimitConfig):
+    """Litestar's rate-limit configuration, counted by :class:`WindowRateLimitMiddleware`.
+
+    A route picks its policy with ``opt={POLICY_OPT_KEY: name}``; others use ``default_policy``.
+    ``rate_limit`` keeps Litestar's shape for its own introspection; the policies rule.
+    """
+
+    limiter: RateLimiter | None = None
+    default_policy: str = "api"
+
+    @classmethod
+    def create(cls, limiter: RateLimiter, *, default_policy: str, exclude: list[str]) -> WindowRateLimitConfig:
+        policy = limiter.policies[default_policy]
+        return cls(
+            rate_limit=("second", policy.limit),
+            limiter=limiter,
+            default_policy=default_policy,
+            exclude=exclude,
+            middleware_class=WindowRateLimitMiddleware,
+            store=RATE_LIMIT_STORE,
+        )
+
+
+POLICY_OPT_KEY = "rate_limit_policy"
+
+
+class WindowRateLimitMiddleware(RateLimitMiddleware):
+    """Counts each request with one atomic store operation; see the module docstring."""
+
+    config: WindowRateLimitConfig
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self.config.limiter
+        if limiter is None:
+            raise RuntimeError("WindowRateLimitConfig needs a limiter")
+        app: Litestar = scope["litestar_app"]
+        request: Request[Any, Any, Any] = app.request_class(scope)
+        policy_name = scope["route_handler"].opt.get(POLICY_OPT_KEY, self.config.default_policy)
+        key = limiter.identity.key_for(request, limiter.policies[policy_name])
+        decision = await limiter.consume(app, policy_name, key)
+        if decision is not None and self.config.set_rate_limit_headers:
+            send = self._with_headers(send, decision.headers())
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _with_headers(send: Send, headers: dict[str, str]) -> Send:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response_headers = MutableScopeHeaders.from_message(message)
+                for name, value in headers.items():
+                    # A stricter limit met inside the handler (login per email) speaks for itself.
+                    if name not in response_headers:
+                        response_headers[name] = value
+            await send(message)
+
+        return send_with_headers

@@ -1,0 +1,189 @@
+"""Rate limiting in one process against a real Redis: limits, headers, identities, auth limits,
+trusted proxies and the failure policy when Redis goes away."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from bookstore.core.ratelimit import fail_open_count
+from tests.helpers import PASSWORD, ApiClient, assert_problem, unique_email
+from tests.servers import RedisProcess
+
+BOOKS = "/api/v1/books"
+LOGIN = "/api/v1/auth/login"
+REGISTER = "/api/v1/auth/register"
+
+MakeClient = Callable[..., Awaitable[ApiClient]]
+
+
+def assert_limited(response: httpx.Response) -> None:
+    assert_problem(response, 429)
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["ratelimit-remaining"] == "0"
+
+
+async def statuses(client: ApiClient, count: int, method: str = "GET", path: str = BOOKS, **kwargs: Any) -> list[int]:
+    return [(await client.request(method, path, **kwargs)).status_code for _ in range(count)]
+
+
+async def test_requests_past_the_limit_get_429_with_retry_after(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, rate_limit_requests=3, rate_limit_window_seconds=30)
+    assert await statuses(client, 3) == [200, 200, 200]
+    assert_limited(await client.get(BOOKS))
+
+
+async def test_responses_carry_ratelimit_headers(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, rate_limit_requests=5, rate_limit_window_seconds=30)
+    await client.get(BOOKS)
+    response = await client.get(BOOKS)
+    assert response.headers["ratelimit-limit"] == "5"
+    assert response.headers["ratelimit-remaining"] == "3"
+    assert response.headers["ratelimit-policy"] == "5; w=30"
+    assert 1 <= int(response.headers["ratelimit-reset"]) <= 30
+
+
+async def test_counts_live_in_redis(make_client: MakeClient, redis_url: str) -> None:
+    """Two app instances on one Redis share one counter, as two workers or hosts would."""
+    first = await make_client(redis_url=redis_url, rate_limit_requests=4, rate_limit_window_seconds=30)
+    second = await make_client(redis_url=redis_url, rate_limit_requests=4, rate_limit_window_seconds=30)
+    assert await statuses(first, 2) + await statuses(second, 2) == [200] * 4
+    assert_limited(await first.get(BOOKS))
+    assert_limited(await second.get(BOOKS))
+
+
+async def test_without_redis_an_in_process_counter_limits(make_client: MakeClient) -> None:
+    client = await make_client(redis_url=None, rate_limit_requests=2, rate_limit_window_seconds=30)
+    assert await statuses(client, 2) == [200, 200]
+    assert_limited(await client.get(BOOKS))
+
+
+async def test_rate_limiting_can_be_switched_off(make_client: MakeClient) -> None:
+    client = await make_client(rate_limit_enabled=False, rate_limit_requests=1)
+    assert await statuses(client, 3) == [200, 200, 200]
+    assert "ratelimit-limit" not in (await client.get(BOOKS)).headers
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/ready", "/docs/openapi.json", "/docs"])
+async def test_probes_and_docs_are_not_limited(make_client: MakeClient, redis_url: str, path: str) -> None:
+    client = await make_client(redis_url=redis_url, rate_limit_requests=1)
+    assert await statuses(client, 4, path=path) == [200] * 4
+
+
+async def test_each_user_has_a_bucket_of_their_own(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, rate_limit_requests=2, rate_limit_window_seconds=30)
+    alice, bob = await client.account(), await client.account()
+    assert await statuses(client, 2, path="/api/v1/users/me", headers=alice.headers) == [200, 200]
+    assert_limited(await client.get("/api/v1/users/me", headers=alice.headers))
+    assert (await client.get("/api/v1/users/me", headers=bob.headers)).status_code == 200
+    # Anonymous callers from the same IP count separately from the users.
+    assert (await client.get(BOOKS)).status_code == 200
+
+
+async def test_an_invalid_token_counts_against_the_ip(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, rate_limit_requests=2, rate_limit_window_seconds=30)
+    forged = {"Authorization": "Bearer not-a-token"}
+    assert await statuses(client, 2, headers=forged) == [200, 200]
+    assert_limited(await client.get(BOOKS))
+
+
+async def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, rate_limit_requests=3, rate_limit_window_seconds=30)
+    for n in range(3):
+        response = await client.get(BOOKS, headers={"X-Forwarded-For": f"203.0.113.{n}"})
+        assert response.status_code == 200
+    assert_limited(await client.get(BOOKS, headers={"X-Forwarded-For": "198.51.100.7"}))
+
+
+async def test_forwarded_for_from_a_trusted_proxy_names_the_client(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(
+        redis_url=redis_url, rate_limit_requests=2, rate_limit_window_seconds=30, trusted_proxies=("127.0.0.0/8",)
+    )
+    for n in range(4):
+        # The right-most untrusted hop is the client; what it claims before that is ignored.
+        headers = {"X-Forwarded-For": f"192.0.2.66, 203.0.113.{n}, 127.0.0.9"}
+        assert (await client.get(BOOKS, headers=headers)).status_code == 200
+    same_client = {"X-Forwarded-For": "203.0.113.1"}
+    assert (await client.get(BOOKS, headers=same_client)).status_code == 200
+    assert_limited(await client.get(BOOKS, headers=same_client))
+
+
+async def test_login_is_limited_per_ip(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, login_rate_limit_per_ip=3)
+    for _ in range(3):
+        assert_problem(await client.post(LOGIN, json={"email": unique_email(), "password": "wrong password"}), 401)
+    assert_limited(await client.post(LOGIN, json={"email": unique_email(), "password": "wrong password"}))
+
+
+async def test_login_is_limited_per_email_across_ips(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, login_rate_limit_per_email=3, trusted_proxies=("127.0.0.1",))
+    user = await client.register()
+    for n in range(3):
+        headers = {"X-Forwarded-For": f"203.0.113.{n}"}
+        response = await client.post(LOGIN, json={"email": user["email"], "password": "guess"}, headers=headers)
+        assert_problem(response, 401)
+    # A fourth address, and the right password in another case: the account is still limited.
+    headers = {"X-Forwarded-For": "198.51.100.1"}
+    response = await client.post(LOGIN, json={"email": user["email"].upper(), "password": PASSWORD}, headers=headers)
+    assert_limited(response)
+    other = await client.register()
+    assert (await client.post(LOGIN, json={"email": other["email"], "password": PASSWORD})).status_code == 200
+
+
+async def test_register_is_limited_per_ip(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, register_rate_limit_per_ip=2)
+    await client.register()
+    await client.register()
+    assert_limited(await client.post(REGISTER, json={"email": unique_email(), "password": PASSWORD}))
+
+
+async def test_redis_outage_serves_reads_refuses_auth_and_recovers(
+    make_client: MakeClient, disposable_redis: RedisProcess
+) -> None:
+    client = await make_client(
+        redis_url=disposable_redis.url, rate_limit_requests=3, rate_limit_window_seconds=30, redis_timeout_seconds=0.2
+    )
+    account = await client.account()
+    assert (await client.get(BOOKS)).headers["ratelimit-limit"] == "3"
+    assert (await client.get("/health/ready")).json()["rate_limit_store"] == "redis"
+
+    disposable_redis.stop()
+    served_before = fail_open_count.value
+    for _ in range(5):  # past the limit of 3: nothing is counted while Redis is away
+        response = await client.get(BOOKS)
+        assert response.status_code == 200
+        assert "ratelimit-limit" not in response.headers
+    assert (await client.get("/api/v1/users/me", headers=account.headers)).status_code == 200
+    assert fail_open_count.value >= served_before + 6
+    readiness = (await client.get("/health/ready")).json()
+    assert readiness["rate_limit_store"] == "unreachable"
+    assert readiness["rate_limit_fail_open"] >= 6
+    login = await client.post(LOGIN, json={"email": account.email, "password": PASSWORD})
+    assert_problem(login, 503)
+    assert login.headers["retry-after"] == "5"
+    assert_problem(await client.post(REGISTER, json={"email": unique_email(), "password": PASSWORD}), 503)
+
+    disposable_redis.start()
+    # The first request may meet a connection that died with the old server; then counting resumes.
+    results = [await client.get(BOOKS) for _ in range(6)]
+    assert all(response.status_code in {200, 429} for response in results)
+    assert results[-1].status_code == 429
+    assert (await client.post(LOGIN, json={"email": account.email, "password": PASSWORD})).status_code == 200
+
+
+async def test_a_hung_redis_does_not_hang_requests(make_client: MakeClient, disposable_redis: RedisProcess) -> None:
+    import redis
+
+    client = await make_client(redis_url=disposable_redis.url, redis_timeout_seconds=0.1)
+    assert (await client.get(BOOKS)).status_code == 200
+    pauser = redis.Redis(host="127.0.0.1", port=disposable_redis.port)
+    try:
+        pauser.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+        assert (await client.get(BOOKS)).status_code == 200
+        assert_problem(await client.post(LOGIN, json={"email": unique_email(), "password": PASSWORD}), 503)
+    finally:
+        pauser.execute_command("CLIENT", "UNPAUSE")
+        pauser.close()

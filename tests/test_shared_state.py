@@ -1,0 +1,104 @@
+"""Shared state across processes: real ``bookstore serve`` servers on one PostgreSQL and one Redis.
+
+Limits must hold across Granian workers and across instances, and a revoked token must die on
+every instance at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import PASSWORD, bearer, unique_email
+from tests.servers import BookstoreProcess
+
+LIMIT = 20
+WINDOW_SECONDS = 4
+BOOKS = "/api/v1/books"
+
+
+@pytest.fixture
+def limited_env(redis_url: str, database_url: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url,
+        "BOOKSTORE_RATE_LIMIT_REQUESTS": str(LIMIT),
+        "BOOKSTORE_RATE_LIMIT_WINDOW_SECONDS": str(WINDOW_SECONDS),
+    }
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path, limited_env: dict[str, str]) -> Iterator[BookstoreProcess]:
+    server = BookstoreProcess(tmp_path, workers=2, env=limited_env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def two_instances(tmp_path: Path, limited_env: dict[str, str]) -> Iterator[tuple[BookstoreProcess, BookstoreProcess]]:
+    first = BookstoreProcess(tmp_path / "a", env=limited_env)
+    try:
+        second = BookstoreProcess(tmp_path / "b", env=limited_env)
+    except BaseException:
+        first.stop()
+        raise
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+async def burst(base_urls: list[str], count: int) -> list[httpx.Response]:
+    """``count`` concurrent GETs, each on its own connection, spread over ``base_urls``."""
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=20) as client:
+        return await asyncio.gather(*(client.get(f"{base_urls[n % len(base_urls)]}{BOOKS}") for n in range(count)))
+
+
+async def wait_out(responses: list[httpx.Response]) -> None:
+    """Wait as long as the 429s told the client to (that is the protocol, not a guess)."""
+    await asyncio.sleep(max(int(r.headers["retry-after"]) for r in responses if r.status_code == 429))
+
+
+async def test_limit_holds_across_two_worker_processes(two_workers: BookstoreProcess) -> None:
+    responses = await burst([two_workers.base_url], 3 * LIMIT)
+    statuses = [response.status_code for response in responses]
+    assert statuses.count(200) == LIMIT, statuses
+    assert statuses.count(429) == 2 * LIMIT, statuses
+    limited = [response for response in responses if response.status_code == 429]
+    assert all(1 <= int(response.headers["retry-after"]) <= WINDOW_SECONDS for response in limited)
+    assert all(response.headers["content-type"].startswith("application/problem+json") for response in limited)
+
+    await wait_out(responses)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{two_workers.base_url}{BOOKS}")).status_code == 200
+
+
+async def test_limit_counts_requests_to_both_instances(
+    two_instances: tuple[BookstoreProcess, BookstoreProcess],
+) -> None:
+    first, second = two_instances
+    responses = await burst([first.base_url, second.base_url], 2 * LIMIT)
+    statuses = [response.status_code for response in responses]
+    assert statuses.count(200) == LIMIT, statuses
+    assert statuses.count(429) == LIMIT, statuses
+
+
+def test_logout_on_one_instance_revokes_the_token_on_the_other(
+    two_instances: tuple[BookstoreProcess, BookstoreProcess],
+) -> None:
+    first, second = two_instances
+    email = unique_email()
+    registered = httpx.post(f"{first.base_url}/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+    assert registered.status_code == 201
+    tokens = httpx.post(f"{first.base_url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}).json()
+    headers = bearer(tokens["access_token"])
+    assert httpx.get(f"{second.base_url}/api/v1/users/me", headers=headers).status_code == 200
+
+    assert httpx.post(f"{first.base_url}/api/v1/auth/logout", headers=headers).status_code == 204
+
+    assert httpx.get(f"{second.base_url}/api/v1/users/me", headers=headers).status_code == 401
+    refresh = httpx.post(f"{second.base_url}/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401
