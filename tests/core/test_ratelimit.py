@@ -187,3 +187,41 @@ async def test_a_hung_redis_does_not_hang_requests(make_client: MakeClient, disp
     finally:
         pauser.execute_command("CLIENT", "UNPAUSE")
         pauser.close()
+
+
+async def test_an_authenticated_request_costs_one_redis_call_and_one_auth_query(
+    make_client: MakeClient, redis_url: str, redis_server: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+    from piccolo.engine.postgres import PostgresEngine
+
+    client = await make_client(redis_url=redis_url)
+    account = await client.account()
+    # POST /auth/logout's handler runs exactly one statement (the session update), so every
+    # statement beyond that one per request is the authentication's.
+    statements: list[str] = []
+    original = PostgresEngine.run_querystring
+
+    async def counting_run_querystring(engine: PostgresEngine, querystring: Any, in_pool: bool = True) -> Any:
+        statements.append(str(querystring))
+        return await original(engine, querystring, in_pool=in_pool)
+
+    monitor = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    try:
+        monitor.config_resetstat()
+        monkeypatch.setattr(PostgresEngine, "run_querystring", counting_run_querystring)
+        assert (await client.post("/api/v1/auth/logout", headers=account.headers)).status_code == 204
+        monkeypatch.undo()
+        commands = {
+            name: stats["calls"]
+            for name, stats in monitor.info("commandstats").items()
+            if not name.startswith(("cmdstat_config", "cmdstat_info"))
+        }
+    finally:
+        monitor.close()
+    assert len(statements) == 2, statements
+    assert "auth_session" in statements[0]
+    assert "app_user" in statements[0]
+    # One round trip, the Lua counter (EVALSHA); Redis also counts the commands the script runs
+    # (a window's first hit sets its expiry). The monitor's own CONFIG/INFO calls are left out.
+    assert commands == {"cmdstat_evalsha": 1, "cmdstat_incr": 1, "cmdstat_pttl": 1, "cmdstat_pexpire": 1}
