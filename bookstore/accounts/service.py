@@ -18,7 +18,7 @@ from msgspec import UNSET
 from bookstore.accounts.schemas import CurrentUser, TokenPair, User, UserUpdate, to_user
 from bookstore.accounts.tables import RefreshTokenTable, SessionTable, UserTable
 from bookstore.core import passwords
-from bookstore.core.database import is_unique_violation
+from bookstore.core.database import fetch_one, is_unique_violation
 from bookstore.core.errors import AuthenticationError, ConflictError, PermissionDeniedError
 from bookstore.core.tokens import ACCESS, REFRESH, TokenCodec
 
@@ -144,22 +144,18 @@ async def log_out(user: CurrentUser) -> None:
     await _revoke_sessions(SessionTable.id == user.session_id)
 
 
+# Runs on every authenticated request, so it is one prepared statement (see core.database).
+_AUTHENTICATE = (
+    "SELECT app_user.id, app_user.email, app_user.admin FROM auth_session "
+    'JOIN app_user ON app_user.id = auth_session."user" '
+    'WHERE auth_session.id = $1 AND auth_session."user" = $2 '
+    "AND auth_session.revoked_at IS NULL AND app_user.active"
+)
+
+
 async def authenticate_session(user_id: int, session_id: UUID) -> CurrentUser | None:
     """The caller of an access token, or None if the user or the session is gone (one query)."""
-    row = (
-        await SessionTable.select(
-            SessionTable.user.id.as_alias("id"),
-            SessionTable.user.email.as_alias("email"),
-            SessionTable.user.admin.as_alias("admin"),
-        )
-        .where(
-            (SessionTable.id == session_id)
-            & (SessionTable.user == user_id)
-            & SessionTable.revoked_at.is_null()
-            & (SessionTable.user.active == True)  # noqa: E712
-        )
-        .first()
-    )
+    row = await fetch_one(_AUTHENTICATE, session_id, user_id)
     if row is None:
         return None
     return CurrentUser(id=row["id"], email=row["email"], is_admin=row["admin"], session_id=str(session_id))

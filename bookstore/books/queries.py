@@ -1,5 +1,10 @@
 """Reads and writes of the ``book`` table.
 
+These are the service's hot paths, so they are parameterised SQL run straight on the pool's
+prepared statements (``core.database.fetch_one``/``fetch_all``): building the same query with
+Piccolo cost ~150 us of CPU per request, more than PostgreSQL spent answering it. The table,
+its constraints and its migrations remain Piccolo's.
+
 Writes are single conditional statements: ownership and the expected version (``If-Match``)
 are checked in the ``UPDATE``/``DELETE`` itself, never read first and written later, so two
 concurrent writers cannot both succeed against the same version.
@@ -8,18 +13,16 @@ concurrent writers cannot both succeed against the same version.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
-from piccolo.columns.combination import WhereRaw
-from piccolo.query.methods.select import Select
 
 from bookstore.books.schemas import Book, BookCreate, SortField, to_book
-from bookstore.books.tables import BookTable
-from bookstore.core.database import is_unique_violation
+from bookstore.core.database import fetch_all, fetch_one, is_unique_violation
 from bookstore.core.errors import ConflictError, NotFoundError, PermissionDeniedError, PreconditionFailedError
 from bookstore.core.http import ANY_VERSION
 
@@ -35,29 +38,27 @@ __all__ = [
     "update_book",
 ]
 
-_COLUMNS = (
-    BookTable.id,
-    BookTable.title,
-    BookTable.author,
-    BookTable.publish_date,
-    BookTable.isbn,
-    BookTable.price,
-    BookTable.created_at,
-    BookTable.updated_at,
-    BookTable.created_by,
-    BookTable.version,
-)
+_COLUMNS = "id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version"
 _SORT_COLUMNS = {
-    "title": BookTable.title,
-    "author": BookTable.author,
-    "publish_date": BookTable.publish_date,
-    "price": BookTable.price,
-    "created_at": BookTable.created_at,
+    "title": "title",
+    "author": "author",
+    "publish_date": "publish_date",
+    "price": "price",
+    "created_at": "created_at",
 }
+_WRITABLE_COLUMNS = frozenset({"title", "author", "publish_date", "isbn", "price"})
 _WORD = re.compile(r"\w+")
 # Must match the expression of the GIN index book_search_idx exactly, or the index is not used.
-_SEARCH_SQL = "to_tsvector('simple', title || ' ' || author) @@ to_tsquery('simple', {})"
+_SEARCH_DOCUMENT = "to_tsvector('simple', title || ' ' || author)"
+_ISBN_CONSTRAINT = "book_isbn_key"
 _DUPLICATE_ISBN = "A book with this ISBN already exists."
+
+_GET_BOOK = f"SELECT {_COLUMNS} FROM book WHERE id = $1"
+_INSERT_BOOK = (
+    "INSERT INTO book (title, author, publish_date, isbn, price, created_by) "
+    f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}"
+)
+_OWNER_OF_BOOK = "SELECT created_by FROM book WHERE id = $1"
 
 
 @dataclass(frozen=True)
@@ -91,84 +92,102 @@ def search_query(text: str) -> str | None:
     return " & ".join(f"{word}:*" for word in words) or None
 
 
-def _where(filters: BookFilters) -> list[Any]:
-    conditions: list[Any] = []
+class _Statement:
+    """Collects SQL conditions with numbered parameters ($1, $2 ...)."""
+
+    def __init__(self) -> None:
+        self.conditions: list[str] = []
+        self.args: list[object] = []
+
+    def param(self, value: object) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def where(self) -> str:
+        return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
+
+
+def _filtered(filters: BookFilters) -> _Statement:
+    statement = _Statement()
+    conditions = statement.conditions
     if filters.author is not None:
-        conditions.append(WhereRaw("lower(author) = lower({})", filters.author))
+        conditions.append(f"lower(author) = lower({statement.param(filters.author)})")
     if filters.q is not None:
-        conditions.append(WhereRaw(_SEARCH_SQL, search_query(filters.q) or ""))
+        tsquery = statement.param(search_query(filters.q) or "")
+        conditions.append(f"{_SEARCH_DOCUMENT} @@ to_tsquery('simple', {tsquery})")
     if filters.isbn is not None:
-        conditions.append(BookTable.isbn == filters.isbn)
+        conditions.append(f"isbn = {statement.param(filters.isbn)}")
     if filters.published_after is not None:
-        conditions.append(BookTable.publish_date >= filters.published_after)
+        conditions.append(f"publish_date >= {statement.param(filters.published_after)}")
     if filters.published_before is not None:
-        conditions.append(BookTable.publish_date <= filters.published_before)
+        conditions.append(f"publish_date <= {statement.param(filters.published_before)}")
     if filters.min_price is not None:
-        conditions.append(BookTable.price >= filters.min_price)
+        conditions.append(f"price >= {statement.param(filters.min_price)}")
     if filters.max_price is not None:
-        conditions.append(BookTable.price <= filters.max_price)
-    return conditions
+        conditions.append(f"price <= {statement.param(filters.max_price)}")
+    return statement
 
 
-def book_page_query(filters: BookFilters) -> Select[BookTable]:
-    """The SELECT of one page of books (public so tests can EXPLAIN it)."""
-    ascending = not filters.sort.startswith("-")
-    sort_column = _SORT_COLUMNS[filters.sort.lstrip("-")]
-    return (
-        BookTable.select(*_COLUMNS)
-        .where(*_where(filters))
-        .order_by(sort_column, BookTable.id, ascending=ascending)
-        .limit(filters.limit)
-        .offset(filters.offset)
+def book_page_query(filters: BookFilters) -> tuple[str, list[object]]:
+    """The SELECT of one page of books and its arguments (public so tests can EXPLAIN it)."""
+    statement = _filtered(filters)
+    direction = "DESC" if filters.sort.startswith("-") else "ASC"
+    column = _SORT_COLUMNS[filters.sort.lstrip("-")]
+    limit, offset = statement.param(filters.limit), statement.param(filters.offset)
+    sql = (
+        f"SELECT {_COLUMNS} FROM book{statement.where()} "
+        f"ORDER BY {column} {direction}, id {direction} LIMIT {limit} OFFSET {offset}"
     )
+    return sql, statement.args
 
 
 async def list_books(filters: BookFilters) -> tuple[list[Book], int]:
     """One page of books matching ``filters`` and the number of all matches."""
-    total = await BookTable.count().where(*_where(filters))
-    return [to_book(row) for row in await book_page_query(filters)], total
+    counting = _filtered(filters)
+    total_row = await fetch_one(f"SELECT count(*) FROM book{counting.where()}", *counting.args)
+    total: int = total_row[0] if total_row else 0
+    if total <= filters.offset:
+        return [], total
+    sql, args = book_page_query(filters)
+    return [to_book(row) for row in await fetch_all(sql, *args)], total
 
 
 async def get_book(book_id: int) -> tuple[Book, int]:
     """The book and its version, or NotFoundError."""
-    row = await BookTable.select(*_COLUMNS).where(BookTable.id == book_id).first()
+    row = await fetch_one(_GET_BOOK, book_id)
     if row is None:
         raise NotFoundError(f"Book {book_id} does not exist.")
     return to_book(row), row["version"]
 
 
-async def create_book(data: BookCreate, creator_id: int) -> tuple[Book, int]:
+async def _write(sql: str, *args: object) -> asyncpg.Record | None:
     try:
-        rows = await BookTable.insert(
-            BookTable(
-                title=data.title,
-                author=data.author,
-                publish_date=data.publish_date,
-                isbn=data.isbn,
-                price=data.price,
-                created_by=creator_id,
-            )
-        ).returning(*_COLUMNS)
+        return await fetch_one(sql, *args)
     except asyncpg.UniqueViolationError as error:
-        if is_unique_violation(error, "book_isbn_key"):
+        if is_unique_violation(error, _ISBN_CONSTRAINT):
             raise ConflictError(_DUPLICATE_ISBN) from None
         raise
-    return to_book(rows[0]), rows[0]["version"]
 
 
-def _guarded(book_id: int, actor: Actor, expected_versions: list[int] | None) -> Any:
-    """The WHERE clause of a write: the book, owned by the actor (unless admin), at a version."""
-    condition: Any = BookTable.id == book_id
+async def create_book(data: BookCreate, creator_id: int) -> tuple[Book, int]:
+    row = await _write(_INSERT_BOOK, data.title, data.author, data.publish_date, data.isbn, data.price, creator_id)
+    if row is None:
+        raise RuntimeError("INSERT ... RETURNING returned no row")
+    return to_book(row), row["version"]
+
+
+def _guard(statement: _Statement, book_id: int, actor: Actor, expected_versions: list[int] | None) -> None:
+    """Add the conditions of a write: the book, owned by the actor (unless admin), at a version."""
+    statement.conditions.append(f"id = {statement.param(book_id)}")
     if not actor.is_admin:
-        condition &= BookTable.created_by == actor.user_id
+        statement.conditions.append(f"created_by = {statement.param(actor.user_id)}")
     if expected_versions is not None and ANY_VERSION not in expected_versions:
-        condition &= BookTable.version.is_in(expected_versions) if expected_versions else WhereRaw("false")
-    return condition
+        statement.conditions.append(f"version = ANY({statement.param(expected_versions)})")
 
 
 async def _explain_refusal(book_id: int, actor: Actor) -> Exception:
     """Why a guarded write touched no row: missing book, not the actor's, or a stale version."""
-    row = await BookTable.select(BookTable.created_by).where(BookTable.id == book_id).first()
+    row = await fetch_one(_OWNER_OF_BOOK, book_id)
     if row is None:
         return NotFoundError(f"Book {book_id} does not exist.")
     if not actor.is_admin and row["created_by"] != actor.user_id:
@@ -177,24 +196,25 @@ async def _explain_refusal(book_id: int, actor: Actor) -> Exception:
 
 
 async def update_book(
-    book_id: int, changes: dict[str, Any], actor: Actor, expected_versions: list[int] | None
+    book_id: int, changes: Mapping[str, Any], actor: Actor, expected_versions: list[int] | None
 ) -> tuple[Book, int]:
     """Apply ``changes`` (field name -> value) if the guard holds; bump version and updated_at."""
-    values: dict[Any, Any] = {BookTable._meta.get_column_by_name(name): value for name, value in changes.items()}
-    values[BookTable.version] = BookTable.version + 1
-    values[BookTable.updated_at] = datetime.now(UTC)
-    try:
-        rows = await BookTable.update(values).where(_guarded(book_id, actor, expected_versions)).returning(*_COLUMNS)
-    except asyncpg.UniqueViolationError as error:
-        if is_unique_violation(error, "book_isbn_key"):
-            raise ConflictError(_DUPLICATE_ISBN) from None
-        raise
-    if not rows:
+    unknown = set(changes) - _WRITABLE_COLUMNS
+    if unknown:
+        raise ValueError(f"not writable: {sorted(unknown)}")
+    statement = _Statement()
+    assignments = [f"{column} = {statement.param(value)}" for column, value in changes.items()]
+    assignments += ["version = version + 1", "updated_at = now()"]
+    _guard(statement, book_id, actor, expected_versions)
+    sql = f"UPDATE book SET {', '.join(assignments)}{statement.where()} RETURNING {_COLUMNS}"
+    row = await _write(sql, *statement.args)
+    if row is None:
         raise await _explain_refusal(book_id, actor)
-    return to_book(rows[0]), rows[0]["version"]
+    return to_book(row), row["version"]
 
 
 async def delete_book(book_id: int, actor: Actor, expected_versions: list[int] | None) -> None:
-    rows = await BookTable.delete().where(_guarded(book_id, actor, expected_versions)).returning(BookTable.id)
-    if not rows:
+    statement = _Statement()
+    _guard(statement, book_id, actor, expected_versions)
+    if await fetch_one(f"DELETE FROM book{statement.where()} RETURNING id", *statement.args) is None:
         raise await _explain_refusal(book_id, actor)

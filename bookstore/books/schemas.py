@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -149,7 +150,7 @@ class BookPage(Struct):
     offset: int
 
 
-def to_book(row: dict[str, Any]) -> Book:
+def to_book(row: Mapping[str, Any]) -> Book:
     return Book(
         id=row["id"],
         title=row["title"],

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +20,8 @@ __all__ = [
     "apply_migrations",
     "close_pool",
     "embedded_postgres",
+    "fetch_all",
+    "fetch_one",
     "get_engine",
     "is_unique_violation",
     "open_pool",
@@ -45,7 +48,9 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         server.cleanup()
 
 
+@cache
 def get_engine() -> PostgresEngine:
+    # Cached: engine_finder() re-resolves piccolo_conf on every call (~6% of a read's CPU).
     engine = engine_finder()
     if not isinstance(engine, PostgresEngine):
         raise RuntimeError("piccolo_conf.DB must be a PostgresEngine")
@@ -59,12 +64,45 @@ async def apply_migrations() -> None:
         raise RuntimeError(f"migrations failed: {result.message}")
 
 
+async def _keep_session_state(connection: asyncpg.Connection) -> None:
+    """Pool ``reset`` hook that skips asyncpg's reset query.
+
+    By default every release of a connection costs a round trip (``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``), measured at ~130 us of a
+    ~280 us read. The service never changes session state (no SET, LISTEN, advisory locks or
+    cursors), and asyncpg still rolls back any open transaction before calling this hook.
+    """
+
+
 async def open_pool(settings: Settings) -> None:
     await get_engine().start_connection_pool(
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         command_timeout=settings.db_command_timeout_seconds,
+        reset=_keep_session_state,
     )
+
+
+def _pool() -> asyncpg.Pool:
+    pool = get_engine().pool
+    if pool is None:
+        raise RuntimeError("the connection pool is not open (it opens with the app's lifespan)")
+    return pool
+
+
+async def fetch_one(sql: str, *args: object) -> asyncpg.Record | None:
+    """One row of a parameterised statement, straight from the pool (a prepared statement).
+
+    For hot paths only: Piccolo's query building costs ~150 us of CPU per query, more than the
+    query itself. Statements run outside any Piccolo transaction.
+    """
+    return await _pool().fetchrow(sql, *args)
+
+
+async def fetch_all(sql: str, *args: object) -> list[asyncpg.Record]:
+    """All rows of a parameterised statement, like :func:`fetch_one`."""
+    rows: list[asyncpg.Record] = await _pool().fetch(sql, *args)
+    return rows
 
 
 async def close_pool() -> None:

@@ -21,7 +21,8 @@ async def plan_of(database_url: str, filters: BookFilters) -> str:
     connection = await asyncpg.connect(database_url)
     try:
         await connection.execute("SET enable_seqscan = off")
-        rows = await connection.fetch(f"EXPLAIN {book_page_query(filters)}")
+        sql, args = book_page_query(filters)
+        rows = await connection.fetch(f"EXPLAIN {sql}", *args)
     finally:
         await connection.close()
     return "\n".join(row[0] for row in rows)

@@ -193,23 +193,23 @@ async def test_an_authenticated_request_costs_one_redis_call_and_one_auth_query(
     make_client: MakeClient, redis_url: str, redis_server: RedisProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis
-    from piccolo.engine.postgres import PostgresEngine
+    from asyncpg.connection import Connection
 
     client = await make_client(redis_url=redis_url)
     account = await client.account()
     # POST /auth/logout's handler runs exactly one statement (the session update), so every
     # statement beyond that one per request is the authentication's.
     statements: list[str] = []
-    original = PostgresEngine.run_querystring
+    original = Connection._execute
 
-    async def counting_run_querystring(engine: PostgresEngine, querystring: Any, in_pool: bool = True) -> Any:
-        statements.append(str(querystring))
-        return await original(engine, querystring, in_pool=in_pool)
+    async def counting_execute(connection: Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        statements.append(query)
+        return await original(connection, query, *args, **kwargs)
 
     monitor = redis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
         monitor.config_resetstat()
-        monkeypatch.setattr(PostgresEngine, "run_querystring", counting_run_querystring)
+        monkeypatch.setattr(Connection, "_execute", counting_execute)
         assert (await client.post("/api/v1/auth/logout", headers=account.headers)).status_code == 204
         monkeypatch.undo()
         commands = {
