@@ -16,6 +16,7 @@ fail closed. Every Redis call is bounded by the client's socket timeouts.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import math
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
@@ -34,7 +35,7 @@ from litestar.types import Message, Receive, Scope, Send
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from bookstore.core.errors import ServiceUnavailableError
 
@@ -88,21 +89,62 @@ class WindowCount:
 
 
 class CountingRedisStore(RedisStore):
-    """Litestar's Redis store plus an atomic fixed-window counter."""
+    """Litestar's Redis store plus an atomic fixed-window counter.
+
+    Hits that arrive in the same event-loop turn travel together in one pipeline: each is still
+    its own atomic script call and one request still waits for one round trip, but a busy
+    worker pays redis-py's per-command overhead once per batch instead of once per request
+    (measured: it was a third of the CPU of a cached-row read).
+    """
 
     def __init__(self, *args: Any, timeout_seconds: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timeout_seconds = timeout_seconds
-        self._hit_script = self._redis.register_script(_HIT_SCRIPT)
+        self._hit_sha = hashlib.sha1(_HIT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+        self._pending: list[tuple[str, int, asyncio.Future[WindowCount]]] = []
 
     async def hit(self, key: str, window_seconds: int) -> WindowCount:
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[WindowCount] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._send_pending)
+        self._pending.append((self._make_key(key), window_seconds * 1000, result))
+        return await result
+
+    def _send_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._send(batch))
+        task.add_done_callback(_retrieve_exception)
+
+    async def _send(self, batch: list[tuple[str, int, asyncio.Future[WindowCount]]]) -> None:
         try:
-            # The socket timeouts bound each call too; this also bounds connection set-up.
-            async with asyncio.timeout(self._timeout_seconds * 2):
-                count, ttl_ms = await self._hit_script(keys=[self._make_key(key)], args=[window_seconds * 1000])
-        except (RedisError, OSError, TimeoutError) as error:
-            raise RateLimitUnavailableError(str(error) or type(error).__name__) from error
-        return WindowCount(int(count), max(1, math.ceil(int(ttl_ms) / 1000)))
+            replies = await self._run_scripts([(key, window_ms) for key, window_ms, _ in batch])
+        except (RedisError, OSError) as error:
+            failure = RateLimitUnavailableError(str(error) or type(error).__name__)
+            for _, _, result in batch:
+                if not result.done():
+                    result.set_exception(failure)
+            return
+        for (_, _, result), (count, ttl_ms) in zip(batch, replies, strict=True):
+            if not result.done():
+                result.set_result(WindowCount(int(count), max(1, math.ceil(int(ttl_ms) / 1000))))
+
+    async def _run_scripts(self, calls: list[tuple[str, int]]) -> list[Any]:
+        """EVALSHA each call in one pipeline; load the script once if Redis does not know it (a
+        new or restarted server). The client's connect and socket timeouts bound the round trip."""
+        for attempt in range(2):
+            pipeline = self._redis.pipeline(transaction=False)
+            for key, window_ms in calls:
+                pipeline.evalsha(self._hit_sha, 1, key, window_ms)
+            replies = await pipeline.execute(raise_on_error=False)
+            errors = [reply for reply in replies if isinstance(reply, Exception)]
+            if not errors:
+                return list(replies)
+            if attempt == 0 and all(isinstance(error, NoScriptError) for error in errors):
+                await self._redis.script_load(_HIT_SCRIPT)
+                continue
+            raise errors[0]
+        raise AssertionError("unreachable")
 
     async def ping(self) -> bool:
         try:
@@ -110,6 +152,12 @@ class CountingRedisStore(RedisStore):
                 return bool(await self._redis.ping())
         except (RedisError, OSError, TimeoutError):
             return False
+
+
+def _retrieve_exception(task: asyncio.Task[None]) -> None:
+    # _send sets every failure on the waiting futures; anything else must still be logged.
+    if not task.cancelled() and task.exception() is not None:
+        _logger.error("rate limit batch failed", exc_info=task.exception())
 
 
 class CountingMemoryStore(MemoryStore):
@@ -197,6 +245,15 @@ class _FailOpenCounter:
 fail_open_count = _FailOpenCounter()
 
 
+def _header(scope: Scope, name: bytes) -> str:
+    """One request header straight from the ASGI scope (building Litestar's Headers for the two
+    the limiter needs cost more than the rest of the counting)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
 class ClientIdentity:
     """Who a request counts against: the user of a validly signed token, else the client IP.
 
@@ -217,30 +274,31 @@ class ClientIdentity:
             return False
         return any(ip in network for network in self._trusted)
 
-    def client_ip(self, request: Request[Any, Any, Any]) -> str:
-        peer = request.client.host if request.client else "unknown"
+    def client_ip(self, scope: Scope) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
         if not self._trusted or not self._is_trusted(peer):
             return peer
-        client = peer
-        for hop in reversed(request.headers.get("x-forwarded-for", "").split(",")):
+        address = peer
+        for hop in reversed(_header(scope, b"x-forwarded-for").split(",")):
             hop = hop.strip()
             try:
                 ipaddress.ip_address(hop)
             except ValueError:
                 break
-            client = hop
+            address = hop
             if not self._is_trusted(hop):
                 break
-        return client
+        return address
 
-    def key_for(self, request: Request[Any, Any, Any], policy: RateLimitPolicy) -> str:
+    def key_for(self, scope: Scope, policy: RateLimitPolicy) -> str:
         if not policy.client_ip_only:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            scheme, _, token = _header(scope, b"authorization").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 user_id = self._user_of_token(token.strip())
                 if user_id is not None:
                     return f"user:{user_id}"
-        return f"ip:{self.client_ip(request)}"
+        return f"ip:{self.client_ip(scope)}"
 
 
 class RateLimiter:
@@ -314,9 +372,8 @@ class WindowRateLimitMiddleware(RateLimitMiddleware):
         if limiter is None:
             raise RuntimeError("WindowRateLimitConfig needs a limiter")
         app: Litestar = scope["litestar_app"]
-        request: Request[Any, Any, Any] = app.request_class(scope)
         policy_name = scope["route_handler"].opt.get(POLICY_OPT_KEY, self.config.default_policy)
-        key = limiter.identity.key_for(request, limiter.policies[policy_name])
+        key = limiter.identity.key_for(scope, limiter.policies[policy_name])
         decision = await limiter.consume(app, policy_name, key)
         if decision is not None and self.config.set_rate_limit_headers:
             send = self._with_headers(send, decision.headers())
