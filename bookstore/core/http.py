@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from litestar import Litestar, Request
 from litestar.datastructures import MutableScopeHeaders
 from litestar.routes import HTTPRoute
-from litestar.types import Message, Scope
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.core.errors import UnsupportedMediaTypeError
 
@@ -87,28 +87,36 @@ async def require_json_body(request: Request[Any, Any, Any]) -> None:
 
 
 class AllowHeaderForOptions:
-    """``before_send`` hook: answer ``OPTIONS`` with every method of the path in ``Allow``.
+    """ASGI middleware: answer ``OPTIONS`` with every method of the path in ``Allow``.
 
     Litestar 2.x builds the automatic OPTIONS handler from only part of a path's handlers when
     a controller declares them separately (litestar#4169, fixed in 3.0), e.g. ``OPTIONS
     /api/v1/books`` said ``Allow: OPTIONS, POST``. The route itself knows all its methods.
+    Other methods pass straight through (a ``before_send`` hook would wrap every response).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
         self._allow_by_path: dict[str, str] | None = None
 
-    def _allow_for(self, app: Litestar, path_template: str) -> str | None:
+    def _allow_for(self, litestar_app: Litestar, path_template: str) -> str | None:
         if self._allow_by_path is None:
             self._allow_by_path = {
                 route.path_format: ", ".join(sorted(route.methods))
-                for route in app.routes
+                for route in litestar_app.routes
                 if isinstance(route, HTTPRoute)
             }
         return self._allow_by_path.get(path_template)
 
-    async def __call__(self, message: Message, scope: Scope) -> None:
-        if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "OPTIONS":
+            await self.app(scope, receive, send)
             return
         allow = self._allow_for(scope["litestar_app"], scope.get("path_template", ""))
-        if allow is not None:
-            MutableScopeHeaders.from_message(message)["Allow"] = allow
+
+        async def send_with_allow(message: Message) -> None:
+            if message["type"] == "http.response.start" and allow is not None:
+                MutableScopeHeaders.from_message(message)["Allow"] = allow
+            await send(message)
+
+        await self.app(scope, receive, send_with_allow)
