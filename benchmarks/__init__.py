@@ -1,0 +1,1 @@
+"""Load tests of the bookstore API: ``python -m benchmarks`` (see benchmarks/README.md)."""
