@@ -28,7 +28,9 @@ __all__ = [
 ARGON2_PREFIX = "$argon2"
 
 _hasher = PasswordHasher(type=Type.ID)
-_dummy_hash = _hasher.hash("timing-equaliser")
+# Made on first use, with the configured parameters: hashing at import would cost every process
+# the default parameters' 64 MiB of peak memory.
+_dummy_hash: str | None = None
 # Two concurrent hashes keep both cores busy; more would only queue inside the CPU.
 _limiter = CapacityLimiter(max(1, min(2, os.cpu_count() or 1)))
 
@@ -54,8 +56,11 @@ def verify_password_sync(stored_hash: str | None, password: str) -> bool:
     Verifying against a dummy hash for unknown accounts keeps "no such user" and "wrong
     password" indistinguishable by response time.
     """
+    global _dummy_hash
+    if stored_hash is None and _dummy_hash is None:
+        _dummy_hash = _hasher.hash("timing-equaliser")
     try:
-        return _hasher.verify(stored_hash or _dummy_hash, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash or "", password) and stored_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

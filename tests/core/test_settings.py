@@ -34,9 +34,9 @@ def test_defaults_with_only_a_secret() -> None:
     assert settings.db_pool_min_size == 2
     assert settings.db_pool_max_size == 10
     assert settings.db_command_timeout_seconds == 30.0
-    assert settings.argon2_time_cost == 3
-    assert settings.argon2_memory_cost_kib == 64 * 1024
-    assert settings.argon2_parallelism == 4
+    assert settings.argon2_time_cost == 2
+    assert settings.argon2_memory_cost_kib == 19 * 1024
+    assert settings.argon2_parallelism == 1
     assert settings.max_request_body_bytes == 64 * 1024
     assert settings.log_level == "INFO"
 
