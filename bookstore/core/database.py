@@ -10,7 +10,6 @@ from functools import cache
 from pathlib import Path
 
 import asyncpg
-from piccolo.apps.migrations.commands.forwards import run_forwards
 from piccolo.engine import engine_finder
 from piccolo.engine.postgres import PostgresEngine
 
@@ -59,6 +58,9 @@ def get_engine() -> PostgresEngine:
 
 async def apply_migrations() -> None:
     """Apply every pending Piccolo migration; raise if one fails."""
+    # Imported here: the migration machinery pulls in black and ~20 MiB that servers never use.
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
     result = await run_forwards(app_name="all")
     if not result.success:
         raise RuntimeError(f"migrations failed: {result.message}")
