@@ -56,7 +56,7 @@ PASSTHROUGH = ("BOOKSTORE_DB_POOL_MIN_SIZE", "BOOKSTORE_DB_POOL_MAX_SIZE", "BOOK
 # Granian's own defaults), given to the floor explicitly so that both are served the same way.
 # Granian renames its processes, so the app's real command line cannot be read back from /proc.
 FLOOR_GRANIAN_FLAGS = (
-    "--http=auto",
+    "--http=1",
     "--runtime-threads=1",
     "--runtime-mode=auto",
     "--blocking-threads-idle-timeout=30",
@@ -67,7 +67,7 @@ FLOOR_GRANIAN_FLAGS = (
     "--http1-header-read-timeout=30000",
     "--http1-keep-alive",
     "--no-http1-pipeline-flush",
-    "--ws",
+    "--no-ws",
     "--log",
     "--log-level=info",
     "--no-access-log",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import secrets
@@ -107,6 +108,18 @@ def _outermost(middleware: DefineMiddleware) -> Callable[[AppConfig], AppConfig]
     return insert
 
 
+def _tune_garbage_collector() -> None:
+    """Exempt the start-up heap from collection and collect the young generation less often.
+
+    The app's long-lived objects (routes, schemas, modules) would otherwise be traversed by
+    every full collection, and request handling allocates enough to trigger a young collection
+    every few requests; both showed up as ~5 % of a read's CPU and in its p99.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 async def _report_rate_limit_store(app: Litestar) -> None:
     store = app.stores.get(RATE_LIMIT_STORE)
     if isinstance(store, CountingRedisStore):
@@ -147,7 +160,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[AuthController, UsersController, BooksController, HealthController],
         on_app_init=on_app_init,
-        on_startup=[partial(open_pool, settings), _report_rate_limit_store],
+        on_startup=[partial(open_pool, settings), _report_rate_limit_store, _tune_garbage_collector],
         on_shutdown=[close_pool],
         dependencies={
             "codec": Provide(provide_codec, sync_to_thread=False, use_cache=True),
