@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar
-from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
 from litestar.stores.memory import MemoryStore
@@ -234,6 +233,10 @@ class Decision:
             "RateLimit-Reset": str(self.reset_seconds),
         }
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """:meth:`headers` as ASGI header pairs, for adding to a response on its way out."""
+        return [(name.lower().encode(), value.encode()) for name, value in self.headers().items()]
+
 
 class _FailOpenCounter:
     """How many requests were let through because the counter store was unreachable."""
@@ -376,18 +379,17 @@ class WindowRateLimitMiddleware(RateLimitMiddleware):
         key = limiter.identity.key_for(scope, limiter.policies[policy_name])
         decision = await limiter.consume(app, policy_name, key)
         if decision is not None and self.config.set_rate_limit_headers:
-            send = self._with_headers(send, decision.headers())
+            send = self._with_headers(send, decision.raw_headers())
         await self.app(scope, receive, send)
 
     @staticmethod
-    def _with_headers(send: Send, headers: dict[str, str]) -> Send:
+    def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                response_headers = MutableScopeHeaders.from_message(message)
-                for name, value in headers.items():
-                    # A stricter limit met inside the handler (login per email) speaks for itself.
-                    if name not in response_headers:
-                        response_headers[name] = value
+                present = message.get("headers") or []
+                # A stricter limit met inside the handler (login per email) speaks for itself.
+                if not any(name == b"ratelimit-limit" for name, _ in present):
+                    message["headers"] = [*present, *headers]
             await send(message)
 
         return send_with_headers
