@@ -101,6 +101,7 @@ class CountingRedisStore(RedisStore):
         self._timeout_seconds = timeout_seconds
         self._hit_sha = hashlib.sha1(_HIT_SCRIPT.encode(), usedforsecurity=False).hexdigest()
         self._pending: list[tuple[str, int, asyncio.Future[WindowCount]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def hit(self, key: str, window_seconds: int) -> WindowCount:
         loop = asyncio.get_running_loop()
@@ -113,37 +114,56 @@ class CountingRedisStore(RedisStore):
     def _send_pending(self) -> None:
         batch, self._pending = self._pending, []
         task = asyncio.ensure_future(self._send(batch))
-        task.add_done_callback(_retrieve_exception)
+        # The loop keeps only weak references to tasks.
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[tuple[str, int, asyncio.Future[WindowCount]]]) -> None:
         try:
             replies = await self._run_scripts([(key, window_ms) for key, window_ms, _ in batch])
-        except (RedisError, OSError) as error:
+            counts = [WindowCount(int(count), max(1, math.ceil(int(ttl_ms) / 1000))) for count, ttl_ms in replies]
+            if len(counts) != len(batch):
+                raise RedisError(f"{len(counts)} replies to {len(batch)} calls")
+        except BaseException as error:
+            # Every waiting request must hear back, whatever went wrong (even cancellation).
+            if not isinstance(error, RedisError | OSError):
+                _logger.error("rate limit batch failed unexpectedly", exc_info=error)
             failure = RateLimitUnavailableError(str(error) or type(error).__name__)
             for _, _, result in batch:
                 if not result.done():
                     result.set_exception(failure)
+            if not isinstance(error, Exception):
+                raise
             return
-        for (_, _, result), (count, ttl_ms) in zip(batch, replies, strict=True):
+        for (_, _, result), count in zip(batch, counts, strict=True):
             if not result.done():
-                result.set_result(WindowCount(int(count), max(1, math.ceil(int(ttl_ms) / 1000))))
+                result.set_result(count)
 
     async def _run_scripts(self, calls: list[tuple[str, int]]) -> list[Any]:
-        """EVALSHA each call in one pipeline; load the script once if Redis does not know it (a
-        new or restarted server). The client's connect and socket timeouts bound the round trip."""
+        """EVALSHA each call in one pipeline. Calls Redis answers with NOSCRIPT (a new or
+        restarted server) are run once more after loading the script, and only those, so no hit
+        is counted twice. The client's connect and socket timeouts bound each round trip."""
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
         for attempt in range(2):
             pipeline = self._redis.pipeline(transaction=False)
-            for key, window_ms in calls:
+            for index in todo:
+                key, window_ms = calls[index]
                 pipeline.evalsha(self._hit_sha, 1, key, window_ms)
-            replies = await pipeline.execute(raise_on_error=False)
-            errors = [reply for reply in replies if isinstance(reply, Exception)]
-            if not errors:
-                return list(replies)
-            if attempt == 0 and all(isinstance(error, NoScriptError) for error in errors):
-                await self._redis.script_load(_HIT_SCRIPT)
-                continue
-            raise errors[0]
-        raise AssertionError("unreachable")
+            answers = await pipeline.execute(raise_on_error=False)
+            missing = []
+            for index, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, NoScriptError) and attempt == 0:
+                    missing.append(index)
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    replies[index] = answer
+            if not missing:
+                return replies
+            await self._redis.script_load(_HIT_SCRIPT)
+            todo = missing
+        raise RedisError("the rate limit script could not be loaded")
 
     async def ping(self) -> bool:
         try:
@@ -151,12 +171,6 @@ class CountingRedisStore(RedisStore):
                 return bool(await self._redis.ping())
         except (RedisError, OSError, TimeoutError):
             return False
-
-
-def _retrieve_exception(task: asyncio.Task[None]) -> None:
-    # _send sets every failure on the waiting futures; anything else must still be logged.
-    if not task.cancelled() and task.exception() is not None:
-        _logger.error("rate limit batch failed", exc_info=task.exception())
 
 
 class CountingMemoryStore(MemoryStore):
@@ -243,18 +257,31 @@ class _FailOpenCounter:
 
     def __init__(self) -> None:
         self.value = 0
+        self.last_warning = float("-inf")
+
+
+_WARN_EVERY_SECONDS = 10.0
 
 
 fail_open_count = _FailOpenCounter()
 
 
 def _header(scope: Scope, name: bytes) -> str:
-    """One request header straight from the ASGI scope (building Litestar's Headers for the two
-    the limiter needs cost more than the rest of the counting)."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return ""
+    """A request header straight from the ASGI scope, repeated lines joined with commas as RFC 9110
+    says they mean (building Litestar's Headers for the two the limiter needs cost more than the
+    rest of the counting)."""
+    return ",".join(bytes(value).decode("latin-1") for key, value in scope["headers"] if key == name)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in a peer or forwarded hop, IPv4-mapped IPv6 unwrapped; None if it is not one."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class ClientIdentity:
@@ -270,26 +297,20 @@ class ClientIdentity:
         self._trusted = [ipaddress.ip_network(network, strict=False) for network in trusted_proxies]
         self._user_of_token = user_of_token
 
-    def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
+    def _is_trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        return address is not None and any(address in network for network in self._trusted)
 
     def client_ip(self, scope: Scope) -> str:
         client = scope.get("client")
         peer = client[0] if client else "unknown"
-        if not self._trusted or not self._is_trusted(peer):
+        if not self._trusted or not self._is_trusted(_ip(peer)):
             return peer
         address = peer
-        for hop in reversed(_header(scope, b"x-forwarded-for").split(",")):
-            hop = hop.strip()
-            try:
-                ipaddress.ip_address(hop)
-            except ValueError:
+        for text in reversed(_header(scope, b"x-forwarded-for").split(",")):
+            hop = _ip(text.strip())
+            if hop is None:
                 break
-            address = hop
+            address = str(hop)
             if not self._is_trusted(hop):
                 break
         return address
@@ -327,7 +348,12 @@ class RateLimiter:
                     "This operation is temporarily unavailable; try again shortly.", headers={"Retry-After": "5"}
                 ) from None
             fail_open_count.value += 1
-            _logger.warning("rate limit store unreachable, serving %s unlimited: %s", policy.name, error)
+            now = time.monotonic()
+            if now - fail_open_count.last_warning >= _WARN_EVERY_SECONDS:  # one line, not one per request
+                fail_open_count.last_warning = now
+                _logger.warning(
+                    "rate limit store unreachable, serving unlimited (%d so far): %s", fail_open_count.value, error
+                )
             return None
         decision = Decision(policy, window.count, window.reset_seconds)
         if not decision.allowed:

@@ -3,13 +3,20 @@ trusted proxies and the failure policy when Redis goes away."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from bookstore.core.ratelimit import fail_open_count
+from bookstore.core.ratelimit import (
+    ClientIdentity,
+    CountingRedisStore,
+    RateLimitUnavailableError,
+    create_rate_limit_store,
+    fail_open_count,
+)
 from tests.helpers import PASSWORD, ApiClient, assert_problem, unique_email
 from tests.servers import RedisProcess
 
@@ -225,3 +232,46 @@ async def test_an_authenticated_request_costs_one_redis_call_and_one_auth_query(
     # One round trip, the Lua counter (EVALSHA); Redis also counts the commands the script runs
     # (a window's first hit sets its expiry). The monitor's own CONFIG/INFO calls are left out.
     assert commands == {"cmdstat_evalsha": 1, "cmdstat_incr": 1, "cmdstat_pttl": 1, "cmdstat_pexpire": 1}
+
+
+async def test_repeated_forwarded_for_lines_count_as_one_list(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(
+        redis_url=redis_url, rate_limit_requests=1, rate_limit_window_seconds=30, trusted_proxies=("127.0.0.1",)
+    )
+    # A proxy that appends its own line after the client's: only the last hop is believed.
+    first = await client.get(BOOKS, headers=[("X-Forwarded-For", "198.51.100.9"), ("X-Forwarded-For", "203.0.113.7")])
+    assert first.status_code == 200
+    spoofed = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.7")]
+    assert_limited(await client.get(BOOKS, headers=spoofed))
+
+
+def test_ipv4_mapped_peers_match_ipv4_trusted_proxies() -> None:
+    identity = ClientIdentity(["10.0.0.0/8"], lambda token: None)
+    scope: Any = {"client": ("::ffff:10.0.0.1", 4321), "headers": [(b"x-forwarded-for", b"203.0.113.7")]}
+    assert identity.client_ip(scope) == "203.0.113.7"
+
+
+async def test_an_unexpected_batch_failure_answers_every_waiting_request(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = create_rate_limit_store(redis_url, 0.2)
+    assert isinstance(store, CountingRedisStore)
+
+    async def broken(calls: list[tuple[str, int]]) -> list[Any]:
+        raise ValueError("unexpected reply")
+
+    monkeypatch.setattr(store, "_run_scripts", broken)
+    async with store:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(store.hit(f"k{n}", 10) for n in range(3)), return_exceptions=True), timeout=2
+        )
+    assert all(isinstance(result, RateLimitUnavailableError) for result in results)
+
+
+async def test_a_password_check_in_a_profile_change_counts_as_a_login(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, login_rate_limit_per_email=3)
+    account = await client.account()  # the login spends one attempt
+    guess = {"password": "a new password 1", "current_password": "wrong guess"}
+    for _ in range(2):
+        assert_problem(await client.patch("/api/v1/users/me", json=guess, headers=account.headers), 403)
+    assert_limited(await client.patch("/api/v1/users/me", json=guess, headers=account.headers))
