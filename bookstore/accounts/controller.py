@@ -190,9 +190,18 @@ class UsersController(Controller):
         summary="Change the caller's email or password",
         description=("A new password requires `current_password` and ends every other session of the account."),
         before_request=require_json_body,
-        responses=problem_responses(400, 401, 403, 409, 413, 415),
+        responses=problem_responses(400, 401, 403, 409, 413, 415, 503),
     )
-    async def update_me(self, request: Request[CurrentUser, Any, Any], data: JSONBody[UserUpdate]) -> User:
+    async def update_me(
+        self,
+        request: Request[CurrentUser, Any, Any],
+        data: JSONBody[UserUpdate],
+        rate_limiter: NamedDependency[RateLimiter | None],
+    ) -> User:
+        if rate_limiter is not None and data.current_password is not msgspec.UNSET:
+            # A password check like a login's: the same per-account limit, or a stolen access
+            # token could guess the password at the (much higher) API rate.
+            await rate_limiter.consume(request.app, LOGIN_EMAIL_POLICY, request.user.email)
         return await service.change_profile(request.user, data)
 
     @delete(

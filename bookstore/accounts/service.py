@@ -65,7 +65,7 @@ async def register_user(email: str, password: str) -> User:
 
 
 async def create_superuser(email: str, password: str) -> User:
-    """Create an administrator (the only way to get one besides another admin)."""
+    """Create an administrator (the API never grants admin rights)."""
     return await _insert_user(email, password, admin=True)
 
 
@@ -187,6 +187,8 @@ async def change_profile(user: CurrentUser, changes: UserUpdate) -> User:
             rows = await UserTable.update(values).where(UserTable.id == user.id).returning(*_PUBLIC_COLUMNS)
         except asyncpg.UniqueViolationError:
             raise ConflictError("An account with this email already exists.") from None
+        if not rows:  # deleted by a concurrent request after this one was authenticated
+            raise AuthenticationError("The account no longer exists.")
         if changes.password is not UNSET:
             await _revoke_sessions((SessionTable.user == user.id) & (SessionTable.id != user.session_id))
     return to_user(rows[0])

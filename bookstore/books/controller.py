@@ -217,6 +217,11 @@ class BooksController(Controller):
         if_match: IfMatch = None,
     ) -> Response[Book]:
         changes = {name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET}
+        if not changes:
+            raise ValidationException(
+                detail="Validation failed for PATCH /api/v1/books/{book_id}",
+                extra=[{"message": "name at least one field to change", "key": None, "source": "body"}],
+            )
         book, version = await queries.update_book(book_id, changes, _actor(request), if_match_versions(if_match))
         return _with_etag(book, version)
 

@@ -23,7 +23,13 @@ import asyncpg
 
 from bookstore.books.schemas import Book, BookCreate, SortField, to_book
 from bookstore.core.database import fetch_all, fetch_one, is_unique_violation
-from bookstore.core.errors import ConflictError, NotFoundError, PermissionDeniedError, PreconditionFailedError
+from bookstore.core.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+)
 from bookstore.core.http import ANY_VERSION
 
 __all__ = [
@@ -167,6 +173,9 @@ async def _write(sql: str, *args: object) -> asyncpg.Record | None:
         if is_unique_violation(error, _ISBN_CONSTRAINT):
             raise ConflictError(_DUPLICATE_ISBN) from None
         raise
+    except asyncpg.ForeignKeyViolationError:
+        # The creator's account was deleted by a concurrent request after this one was authenticated.
+        raise AuthenticationError("The account no longer exists.") from None
 
 
 async def create_book(data: BookCreate, creator_id: int) -> tuple[Book, int]:

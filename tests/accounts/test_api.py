@@ -317,3 +317,15 @@ async def test_admin_flag_comes_only_from_createsuperuser(client: ApiClient, adm
     response = await client.patch(ME, json={"is_admin": True}, headers=account.headers)
     assert_problem(response, 400)
     assert (await client.get(ME, headers=account.headers)).json()["is_admin"] is False
+
+
+async def test_profile_change_of_an_account_deleted_meanwhile_is_unauthorized(client: ApiClient) -> None:
+    from bookstore.accounts import service
+    from bookstore.accounts.schemas import CurrentUser, UserUpdate
+    from bookstore.core.errors import AuthenticationError
+
+    account = await client.account()
+    caller = CurrentUser(id=account.id, email=account.email, is_admin=False, session_id="unused")
+    await service.delete_user(caller)
+    with pytest.raises(AuthenticationError):
+        await service.change_profile(caller, UserUpdate(email="new@example.com"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -385,3 +386,23 @@ async def test_isbn_is_unique_per_book(client: ApiClient) -> None:
     isbn = unique_isbn()
     await client.create_book(account, isbn=isbn)
     assert_problem(await client.post(BOOKS, json=book_payload(isbn=isbn), headers=account.headers), 409)
+
+
+async def test_empty_patch_is_rejected_and_keeps_the_etag(client: ApiClient) -> None:
+    account = await client.account()
+    created = await client.create_book(account)
+    assert_problem(await client.patch(book_url(created["id"]), json={}, headers=account.headers), 400)
+    assert (await client.get(book_url(created["id"]))).headers["etag"] == '"1"'
+
+
+async def test_create_by_an_account_deleted_meanwhile_is_unauthorized(client: ApiClient) -> None:
+    from bookstore.books import queries
+    from bookstore.books.schemas import BookCreate
+    from bookstore.core.errors import AuthenticationError
+
+    account = await client.account()
+    await client.delete("/api/v1/users/me", headers=account.headers)
+    data = BookCreate(title="T", author="A", publish_date=date(2000, 1, 1), isbn=unique_isbn(), price=Decimal("1.00"))
+    with pytest.raises(AuthenticationError):
+        await queries.create_book(data, account.id)
+    assert await BookTable.count() == 0
