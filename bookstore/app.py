@@ -54,7 +54,7 @@ DOCS_PATH = "/docs"
 SCALAR_VERSION = "1.34.6"
 # Anchored: Litestar matches these with findall(), i.e. anywhere in the path.
 _UNAUTHENTICATED_PATHS = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)"]
-_UNLIMITED_PATHS = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)", "^/metrics(/|$)"]
+_UNLIMITED_PATHS = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)"]
 _logger = logging.getLogger("bookstore")
 
 

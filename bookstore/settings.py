@@ -63,6 +63,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes - at `$.secret_key`")
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError("must not exceed db_pool_max_size - at `$.db_pool_min_size`")
+        if self.database_url is not None and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL - at `$.database_url`")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL - at `$.redis_url`")
         for network in self.trusted_proxies:
             try:
                 ipaddress.ip_network(network, strict=False)

@@ -268,3 +268,12 @@ def test_settings_error_is_a_value_error() -> None:
 def test_settings_built_directly_validate_the_pool_sizes() -> None:
     with pytest.raises(ValueError, match="db_pool_max_size"):
         Settings(secret_key=SECRET, db_pool_min_size=6, db_pool_max_size=5)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("REDIS_URL", "localhost:6379"), ("DATABASE_URL", "mysql://db/bookstore")],
+)
+def test_service_urls_must_have_the_right_scheme(tmp_path: Path, variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        load_settings({"BOOKSTORE_DATA_DIR": str(tmp_path), variable: value})
