@@ -90,7 +90,7 @@ async def log_in(codec: TokenCodec, email: str, password: str) -> TokenPair:
     user_id = await UserTable.login(email, password)
     if user_id is None:
         raise AuthenticationError(_INVALID_CREDENTIALS)
-    active = await UserTable.select(UserTable.id).where((UserTable.id == user_id) & (UserTable.active == True)).first()  # noqa: E712
+    active = await UserTable.select(UserTable.id).where((UserTable.id == user_id) & (UserTable.active == True)).first()  # noqa: E712 - Piccolo builds SQL from ==
     if active is None:
         raise AuthenticationError(_INVALID_CREDENTIALS)
     session_id = uuid4()
@@ -124,7 +124,7 @@ async def refresh_session(codec: TokenCodec, refresh_token: str) -> TokenPair:
                 .where(
                     (SessionTable.id == token.sid)
                     & SessionTable.revoked_at.is_null()
-                    & (SessionTable.user.active == True)  # noqa: E712
+                    & (SessionTable.user.active == True)  # noqa: E712 - Piccolo builds SQL from ==
                 )
                 .first()
             )
