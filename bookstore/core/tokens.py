@@ -97,8 +97,11 @@ class BookstoreToken(Token):
         return token
 
 
-def _frozen(value: str | Sequence[str] | None) -> object:
-    return value if value is None or isinstance(value, str) else tuple(value)
+def _frozen(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    # "x" and ["x"] verify alike; one key for both lets the limiter and the auth middleware share.
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 class TokenCodec:
