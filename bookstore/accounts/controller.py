@@ -103,6 +103,14 @@ async def _read_login(request: Request[Any, Any, Any]) -> tuple[str, str]:
     raise UnsupportedMediaTypeError(f"Send the credentials as application/json or {_FORM}.")
 
 
+async def _count_password_check(
+    request: Request[Any, Any, Any], rate_limiter: RateLimiter | None, normalised_email: str
+) -> None:
+    """Count one password check against the account's limit (429 past it, 503 if Redis is down)."""
+    if rate_limiter is not None:
+        await rate_limiter.consume(request.app, LOGIN_EMAIL_POLICY, normalised_email)
+
+
 class AuthController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
@@ -145,9 +153,8 @@ class AuthController(Controller):
         rate_limiter: NamedDependency[RateLimiter | None],
     ) -> TokenPair:
         email, password = await _read_login(request)
-        if rate_limiter is not None:
-            # Per account as well as per IP: credential stuffing spreads one email over many IPs.
-            await rate_limiter.consume(request.app, LOGIN_EMAIL_POLICY, normalise_email(email))
+        # Per account as well as per IP: credential stuffing spreads one email over many IPs.
+        await _count_password_check(request, rate_limiter, normalise_email(email))
         return await service.log_in(codec, email, password)
 
     @post(
@@ -198,10 +205,10 @@ class UsersController(Controller):
         data: JSONBody[UserUpdate],
         rate_limiter: NamedDependency[RateLimiter | None],
     ) -> User:
-        if rate_limiter is not None and data.current_password is not msgspec.UNSET:
+        if data.current_password is not msgspec.UNSET:
             # A password check like a login's: the same per-account limit, or a stolen access
             # token could guess the password at the (much higher) API rate.
-            await rate_limiter.consume(request.app, LOGIN_EMAIL_POLICY, request.user.email)
+            await _count_password_check(request, rate_limiter, request.user.email)
         return await service.change_profile(request.user, data)
 
     @delete(
