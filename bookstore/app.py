@@ -6,19 +6,15 @@ import gc
 import json
 import logging
 import secrets
-from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
 
 from litestar import Litestar
-from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
-from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Tag
-from litestar.stores.registry import StoreRegistry
 from litestar_granian import GranianPlugin
 
 from bookstore.accounts.auth import create_jwt_auth
@@ -30,19 +26,7 @@ from bookstore.core.health import HealthController
 from bookstore.core.http import AllowHeaderForOptions
 from bookstore.core.openapi import ClosedStructSchemaPlugin
 from bookstore.core.passwords import configure_password_hasher
-from bookstore.core.ratelimit import (
-    API_POLICY,
-    LOGIN_EMAIL_POLICY,
-    LOGIN_POLICY,
-    RATE_LIMIT_STORE,
-    REGISTER_POLICY,
-    ClientIdentity,
-    CountingRedisStore,
-    RateLimiter,
-    RateLimitPolicy,
-    WindowRateLimitConfig,
-    create_rate_limit_store,
-)
+from bookstore.core.ratelimit import RateLimiter, RateLimitPlugin
 from bookstore.core.tokens import TokenCodec
 from bookstore.settings import Settings, load_settings
 
@@ -52,9 +36,9 @@ API_VERSION = "1.0.0"
 DOCS_PATH = "/docs"
 # Scalar is pinned so the docs page does not change under us (see stack-facts §3).
 SCALAR_VERSION = "1.34.6"
-# Anchored: Litestar matches these with findall(), i.e. anywhere in the path.
-_UNAUTHENTICATED_PATHS = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)"]
-_UNLIMITED_PATHS = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)"]
+# Neither authenticated nor rate-limited. Anchored: Litestar matches these with findall(),
+# i.e. anywhere in the path.
+_DOCS_AND_PROBES = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)"]
 _logger = logging.getLogger("bookstore")
 
 
@@ -80,34 +64,6 @@ def create_openapi_config() -> OpenAPIConfig:
     )
 
 
-def create_rate_limiter(settings: Settings, codec: TokenCodec) -> RateLimiter:
-    auth_window = settings.auth_rate_limit_window_seconds
-    return RateLimiter(
-        [
-            RateLimitPolicy(API_POLICY, settings.rate_limit_requests, settings.rate_limit_window_seconds),
-            RateLimitPolicy(
-                LOGIN_POLICY, settings.login_rate_limit_per_ip, auth_window, fail_closed=True, client_ip_only=True
-            ),
-            RateLimitPolicy(LOGIN_EMAIL_POLICY, settings.login_rate_limit_per_email, auth_window, fail_closed=True),
-            RateLimitPolicy(
-                REGISTER_POLICY, settings.register_rate_limit_per_ip, auth_window, fail_closed=True, client_ip_only=True
-            ),
-        ],
-        ClientIdentity(settings.trusted_proxies, codec.user_id_of),
-    )
-
-
-def _outermost(middleware: DefineMiddleware) -> Callable[[AppConfig], AppConfig]:
-    """An ``on_app_init`` hook putting ``middleware`` before all others, even JWT auth: a flood
-    is then refused before any token is looked up in the database."""
-
-    def insert(app_config: AppConfig) -> AppConfig:
-        app_config.middleware.insert(0, middleware)
-        return app_config
-
-    return insert
-
-
 def _tune_garbage_collector() -> None:
     """Exempt the start-up heap from collection and collect the young generation less often.
 
@@ -118,17 +74,6 @@ def _tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-
-
-async def _report_rate_limit_store(app: Litestar) -> None:
-    store = app.stores.get(RATE_LIMIT_STORE)
-    if isinstance(store, CountingRedisStore):
-        if await store.ping():
-            _logger.info("rate limits are shared through Redis")
-        else:
-            _logger.warning("Redis is unreachable: reads are served unlimited, login and register answer 503")
-    else:
-        _logger.warning("no REDIS_URL: rate limits are counted per worker process")
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -144,32 +89,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
     )
-    jwt_auth = create_jwt_auth(codec, exclude=_UNAUTHENTICATED_PATHS)
-    rate_limiter = create_rate_limiter(settings, codec) if settings.rate_limit_enabled else None
-    on_app_init: list[Callable[[AppConfig], AppConfig]] = [jwt_auth.on_app_init]
-    if rate_limiter is not None:
-        limits = WindowRateLimitConfig.create(rate_limiter, default_policy=API_POLICY, exclude=_UNLIMITED_PATHS)
-        on_app_init.append(_outermost(limits.middleware))
+    jwt_auth = create_jwt_auth(codec, exclude=_DOCS_AND_PROBES)
 
     def provide_codec() -> TokenCodec:
         return codec
 
-    def provide_rate_limiter() -> RateLimiter | None:
-        return rate_limiter
-
     return Litestar(
         route_handlers=[AuthController, UsersController, BooksController, HealthController],
-        on_app_init=on_app_init,
-        on_startup=[partial(open_pool, settings), _report_rate_limit_store, _tune_garbage_collector],
+        on_app_init=[jwt_auth.on_app_init],
+        on_startup=[partial(open_pool, settings), _tune_garbage_collector],
         on_shutdown=[close_pool],
-        dependencies={
-            "codec": Provide(provide_codec, sync_to_thread=False, use_cache=True),
-            "rate_limiter": Provide(provide_rate_limiter, sync_to_thread=False, use_cache=True),
-        },
-        stores=StoreRegistry(
-            stores={RATE_LIMIT_STORE: create_rate_limit_store(settings.redis_url, settings.redis_timeout_seconds)}
-        ),
-        plugins=[create_problem_details_plugin(), ClosedStructSchemaPlugin(), GranianPlugin()],
+        dependencies={"codec": Provide(provide_codec, sync_to_thread=False, use_cache=True)},
+        plugins=[
+            RateLimitPlugin(RateLimiter.from_settings(settings, codec.user_id_of), exclude=_DOCS_AND_PROBES),
+            create_problem_details_plugin(),
+            ClosedStructSchemaPlugin(),
+            GranianPlugin(),
+        ],
         openapi_config=create_openapi_config() if settings.docs_enabled else None,
         request_max_body_size=settings.max_request_body_bytes,
         middleware=[AllowHeaderForOptions],

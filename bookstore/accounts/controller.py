@@ -29,13 +29,13 @@ from bookstore.accounts.schemas import (
 )
 from bookstore.core.errors import UnsupportedMediaTypeError, problem_responses
 from bookstore.core.http import require_json_body
+from bookstore.core.openapi import PUBLIC
 from bookstore.core.ratelimit import LOGIN_EMAIL_POLICY, LOGIN_POLICY, POLICY_OPT_KEY, REGISTER_POLICY, RateLimiter
 from bookstore.core.tokens import TokenCodec
 
 __all__ = ["AuthController", "UsersController"]
 
 _FORM = "application/x-www-form-urlencoded"
-_PUBLIC: list[dict[str, list[str]]] = [{}]
 _NO_STORE = CacheControlHeader(no_store=True)
 
 
@@ -103,12 +103,9 @@ async def _read_login(request: Request[Any, Any, Any]) -> tuple[str, str]:
     raise UnsupportedMediaTypeError(f"Send the credentials as application/json or {_FORM}.")
 
 
-async def _count_password_check(
-    request: Request[Any, Any, Any], rate_limiter: RateLimiter | None, normalised_email: str
-) -> None:
+async def _count_password_check(rate_limiter: RateLimiter, normalised_email: str) -> None:
     """Count one password check against the account's limit (429 past it, 503 if Redis is down)."""
-    if rate_limiter is not None:
-        await rate_limiter.consume(request.app, LOGIN_EMAIL_POLICY, normalised_email)
+    await rate_limiter.consume(LOGIN_EMAIL_POLICY, normalised_email)
 
 
 class AuthController(Controller):
@@ -122,7 +119,7 @@ class AuthController(Controller):
         summary="Create an account",
         description="Emails are trimmed, NFKC-normalised and compared case-insensitively.",
         exclude_from_auth=True,
-        security=_PUBLIC,
+        security=PUBLIC,
         before_request=require_json_body,
         opt={POLICY_OPT_KEY: REGISTER_POLICY},
         responses=problem_responses(400, 409, 413, 415, 503),
@@ -141,7 +138,7 @@ class AuthController(Controller):
         ),
         status_code=HTTP_200_OK,
         exclude_from_auth=True,
-        security=_PUBLIC,
+        security=PUBLIC,
         operation_class=_LoginOperation,
         opt={POLICY_OPT_KEY: LOGIN_POLICY},
         responses=problem_responses(400, 401, 413, 415, 503),
@@ -150,11 +147,11 @@ class AuthController(Controller):
         self,
         request: Request[Any, Any, Any],
         codec: NamedDependency[TokenCodec],
-        rate_limiter: NamedDependency[RateLimiter | None],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> TokenPair:
         email, password = await _read_login(request)
         # Per account as well as per IP: credential stuffing spreads one email over many IPs.
-        await _count_password_check(request, rate_limiter, normalise_email(email))
+        await _count_password_check(rate_limiter, normalise_email(email))
         return await service.log_in(codec, email, password)
 
     @post(
@@ -164,7 +161,7 @@ class AuthController(Controller):
         description="Each refresh token works once; presenting a spent one revokes its whole session.",
         status_code=HTTP_200_OK,
         exclude_from_auth=True,
-        security=_PUBLIC,
+        security=PUBLIC,
         before_request=require_json_body,
         responses=problem_responses(400, 401, 413, 415),
     )
@@ -203,12 +200,12 @@ class UsersController(Controller):
         self,
         request: Request[CurrentUser, Any, Any],
         data: JSONBody[UserUpdate],
-        rate_limiter: NamedDependency[RateLimiter | None],
+        rate_limiter: NamedDependency[RateLimiter],
     ) -> User:
         if data.current_password is not msgspec.UNSET:
             # A password check like a login's: the same per-account limit, or a stolen access
             # token could guess the password at the (much higher) API rate.
-            await _count_password_check(request, rate_limiter, request.user.email)
+            await _count_password_check(rate_limiter, request.user.email)
         return await service.change_profile(request.user, data)
 
     @delete(

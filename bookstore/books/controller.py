@@ -27,11 +27,11 @@ from bookstore.core.http import (
     pagination_links,
     require_json_body,
 )
+from bookstore.core.openapi import PUBLIC
 
 __all__ = ["BooksController"]
 
 BOOKS_PATH = "/api/v1/books"
-_PUBLIC: list[dict[str, list[str]]] = [{}]
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 
 # Ids stay far below bigint's 2**63-1; 10**18 is a bound msgspec (int64) and OpenAPI (float,
@@ -89,7 +89,7 @@ class BooksController(Controller):
             "`prev` pages. `q` matches words (and word prefixes) of title and author."
         ),
         exclude_from_auth=True,
-        security=_PUBLIC,
+        security=PUBLIC,
         response_headers=[
             ResponseHeader(name="Link", description="RFC 8288 next/prev links.", documentation_only=True)
         ],
@@ -149,7 +149,7 @@ class BooksController(Controller):
         summary="Get one book",
         description="Answers 304 when `If-None-Match` holds the current ETag.",
         exclude_from_auth=True,
-        security=_PUBLIC,
+        security=PUBLIC,
         response_headers=[_ETAG_HEADER],
         responses={304: ResponseSpec(data_container=None, description="Not Modified"), **problem_responses(400, 404)},
     )

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
+from litestar.di import NamedDependency
 
 from bookstore.core.database import ping_database
 from bookstore.core.errors import ServiceUnavailableError, problem_responses
-from bookstore.core.ratelimit import RATE_LIMIT_STORE, CountingMemoryStore, CountingRedisStore, fail_open_count
+from bookstore.core.openapi import PUBLIC
+from bookstore.core.ratelimit import RateLimiter, StoreStatus
 
 __all__ = ["HealthController", "HealthStatus", "Readiness"]
-
-_PUBLIC: list[dict[str, list[str]]] = [{}]
 
 
 class HealthStatus(msgspec.Struct):
@@ -23,7 +23,7 @@ class HealthStatus(msgspec.Struct):
 class Readiness(msgspec.Struct):
     status: Literal["ok"]
     rate_limit_store: Annotated[
-        Literal["redis", "memory", "unreachable"],
+        StoreStatus,
         msgspec.Meta(description="Where rate limits are counted; `unreachable`: Redis is down (reads fail open)."),
     ]
     rate_limit_fail_open: Annotated[
@@ -39,7 +39,7 @@ class HealthController(Controller):
         operation_id="CheckLiveness",
         summary="Liveness: the process serves requests",
         exclude_from_auth=True,
-        security=_PUBLIC,
+        security=PUBLIC,
     )
     async def live(self) -> HealthStatus:
         return HealthStatus(status="ok")
@@ -50,16 +50,14 @@ class HealthController(Controller):
         summary="Readiness: the database answers",
         description="503 when PostgreSQL is down. Redis being down does not make the service unready.",
         exclude_from_auth=True,
-        security=_PUBLIC,
+        security=PUBLIC,
         responses=problem_responses(503, rate_limited=False),
     )
-    async def ready(self, request: Request[Any, Any, Any]) -> Readiness:
+    async def ready(self, rate_limiter: NamedDependency[RateLimiter]) -> Readiness:
         if not await ping_database():
             raise ServiceUnavailableError("The database is unreachable.", headers={"Retry-After": "5"})
-        store = request.app.stores.get(RATE_LIMIT_STORE)
-        kind: Literal["redis", "memory", "unreachable"] = "memory"
-        if isinstance(store, CountingRedisStore):
-            kind = "redis" if await store.ping() else "unreachable"
-        elif not isinstance(store, CountingMemoryStore):
-            raise TypeError(f"unexpected rate limit store {type(store).__name__}")
-        return Readiness(status="ok", rate_limit_store=kind, rate_limit_fail_open=fail_open_count.value)
+        return Readiness(
+            status="ok",
+            rate_limit_store=await rate_limiter.store.status(),
+            rate_limit_fail_open=rate_limiter.fail_open_count,
+        )

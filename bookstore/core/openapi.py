@@ -1,7 +1,8 @@
-"""OpenAPI generation details Litestar leaves out: closed request bodies and a stable document."""
+"""OpenAPI generation details Litestar leaves out: closed request bodies, and how public routes say so."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -12,7 +13,12 @@ if TYPE_CHECKING:
     from litestar.openapi.spec import Schema
     from litestar.typing import FieldDefinition
 
-__all__ = ["ClosedStructSchemaPlugin"]
+__all__ = ["PUBLIC", "ClosedStructSchemaPlugin"]
+
+# `security` of routes anyone may call (with `exclude_from_auth=True`): the empty requirement
+# documents anonymous access; Litestar would otherwise show the app-wide bearer requirement
+# (litestar#3013), and an empty list is ignored.
+PUBLIC: Sequence[dict[str, list[str]]] = ({},)
 
 
 class ClosedStructSchemaPlugin(StructSchemaPlugin):
