@@ -142,12 +142,13 @@ def createsuperuser(email: str, password: str) -> None:
     from bookstore.accounts.service import create_superuser
     from bookstore.core.errors import ConflictError
     from bookstore.core.passwords import configure_password_hasher
+    from bookstore.core.validation import split_field_error
 
     try:
         credentials = msgspec.convert({"email": email, "password": password}, Credentials)
     except msgspec.ValidationError as error:
-        message, _, field = str(error).partition(" - at `$.")
-        raise click.BadParameter(f"{field.rstrip('`') or 'input'}: {message}") from None
+        message, field = split_field_error(error)
+        raise click.BadParameter(f"{field or 'input'}: {message}") from None
     settings = _settings()
     configure_password_hasher(
         time_cost=settings.argon2_time_cost,

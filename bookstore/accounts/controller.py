@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, ValidationException
+from litestar.exceptions import ClientException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
@@ -27,11 +27,12 @@ from bookstore.accounts.schemas import (
     User,
     UserUpdate,
 )
-from bookstore.core.errors import UnsupportedMediaTypeError, problem_responses
-from bookstore.core.http import require_json_body
+from bookstore.core.errors import UnsupportedMediaTypeError, invalid_input, problem_responses
+from bookstore.core.http import is_json_media_type, require_json_body
 from bookstore.core.openapi import PUBLIC
 from bookstore.core.ratelimit import LOGIN_EMAIL_POLICY, LOGIN_POLICY, POLICY_OPT_KEY, REGISTER_POLICY, RateLimiter
 from bookstore.core.tokens import TokenCodec
+from bookstore.core.validation import split_field_error
 
 __all__ = ["AuthController", "UsersController"]
 
@@ -77,27 +78,23 @@ class _LoginOperation(Operation):
         )
 
 
-def _invalid(error: msgspec.ValidationError) -> ValidationException:
-    message, _, location = str(error).partition(" - at `$.")
-    return ValidationException(
-        detail="Validation failed for POST /api/v1/auth/login",
-        extra=[{"message": message, "key": location.rstrip("`") or None, "source": "body"}],
-    )
-
-
 async def _read_login(request: Request[Any, Any, Any]) -> tuple[str, str]:
-    """The login name and password, from a JSON body or an OAuth2 password form."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    """The login name and password, from a JSON body or an OAuth2 password form.
+
+    One operation takes both encodings, which a typed ``data`` parameter cannot express, so
+    the body is decoded here with the same structs and errors Litestar would use.
+    """
+    media_type = request.content_type[0]
     try:
         if media_type == _FORM:
-            form = await request.form()
-            oauth = msgspec.convert(dict(form.items()), LoginForm)
-            return oauth.username, oauth.password
-        if media_type == "application/json" or media_type.endswith("+json"):
+            form = msgspec.convert(dict((await request.form()).items()), LoginForm)
+            return form.username, form.password
+        if is_json_media_type(media_type):
             body = msgspec.json.decode(await request.body(), type=LoginRequest)
             return body.email, body.password
     except msgspec.ValidationError as error:
-        raise _invalid(error) from None
+        message, key = split_field_error(error)
+        raise invalid_input(request, message, key=key, source="body") from None
     except msgspec.DecodeError:
         raise ClientException("The request body is not valid JSON.") from None
     raise UnsupportedMediaTypeError(f"Send the credentials as application/json or {_FORM}.")

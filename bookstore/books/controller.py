@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import date
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader
-from litestar.exceptions import ValidationException
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import HeaderParameter, JSONBody, PathParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT, HTTP_304_NOT_MODIFIED
 
 from bookstore.accounts.schemas import CurrentUser
 from bookstore.books import queries
-from bookstore.books.isbn import InvalidIsbnError, normalise_isbn
+from bookstore.books.filters import provide_book_filters
 from bookstore.books.queries import Actor, BookFilters
-from bookstore.books.schemas import Book, BookCreate, BookPage, BookUpdate, SortField, check_price
-from bookstore.core.errors import problem_responses
+from bookstore.books.schemas import Book, BookCreate, BookPage, BookUpdate
+from bookstore.core.errors import invalid_input, problem_responses
 from bookstore.core.http import (
     etag_for_version,
     if_match_versions,
@@ -32,7 +30,6 @@ from bookstore.core.openapi import PUBLIC
 __all__ = ["BooksController"]
 
 BOOKS_PATH = "/api/v1/books"
-_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 
 # Ids stay far below bigint's 2**63-1; 10**18 is a bound msgspec (int64) and OpenAPI (float,
 # exact for 10**18 but not for 2**63-1) both state exactly.
@@ -47,24 +44,6 @@ IfMatch = Annotated[
     ),
 ]
 _ETAG_HEADER = ResponseHeader(name="ETag", description="Version of the book.", documentation_only=True)
-
-
-def _query_error(key: str, message: str) -> ValidationException:
-    return ValidationException(
-        detail="Validation failed for GET /api/v1/books",
-        extra=[{"message": message, "key": key, "source": "query"}],
-    )
-
-
-def _price_filter(value: str | None, key: str) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        return check_price(Decimal(value), key)
-    except InvalidOperation:
-        raise _query_error(key, "must be a decimal number such as 12.50") from None
-    except ValueError as error:
-        raise _query_error(key, str(error).split(" - at ")[0]) from None
 
 
 def _with_etag(
@@ -94,52 +73,15 @@ class BooksController(Controller):
             ResponseHeader(name="Link", description="RFC 8288 next/prev links.", documentation_only=True)
         ],
         responses=problem_responses(400),
+        dependencies={"filters": Provide(provide_book_filters, sync_to_thread=False)},
     )
     async def list_books(
-        self,
-        request: Request[Any, Any, Any],
-        limit: Annotated[int, QueryParameter(ge=1, le=100, description="Page size.")] = 20,
-        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000, description="Items to skip.")] = 0,
-        author: Annotated[
-            str | None,
-            QueryParameter(min_length=1, max_length=200, pattern=_NO_CONTROL, description="Exact author, any case."),
-        ] = None,
-        q: Annotated[
-            str | None,
-            QueryParameter(min_length=1, max_length=200, pattern=_NO_CONTROL, description="Words in title or author."),
-        ] = None,
-        isbn: Annotated[str | None, QueryParameter(min_length=10, max_length=20, description="ISBN-10 or -13.")] = None,
-        published_after: Annotated[date | None, QueryParameter(description="On or after this date.")] = None,
-        published_before: Annotated[date | None, QueryParameter(description="On or before this date.")] = None,
-        min_price: Annotated[
-            str | None, QueryParameter(max_length=20, description="At least this price.", examples=[])
-        ] = None,
-        max_price: Annotated[str | None, QueryParameter(max_length=20, description="At most this price.")] = None,
-        sort: Annotated[SortField, QueryParameter(description="Sort key; prefix `-` for descending.")] = "-created_at",
+        self, request: Request[Any, Any, Any], filters: NamedDependency[BookFilters]
     ) -> Response[BookPage]:
-        if q is not None and queries.search_query(q) is None:
-            raise _query_error("q", "must contain at least one letter or digit")
-        if isbn is not None:
-            try:
-                isbn = normalise_isbn(isbn)
-            except InvalidIsbnError as error:
-                raise _query_error("isbn", str(error)) from None
-        filters = BookFilters(
-            limit=limit,
-            offset=offset,
-            author=author,
-            q=q,
-            isbn=isbn,
-            published_after=published_after,
-            published_before=published_before,
-            min_price=_price_filter(min_price, "min_price"),
-            max_price=_price_filter(max_price, "max_price"),
-            sort=sort,
-        )
         books, total = await queries.list_books(filters)
-        link = pagination_links(request, offset=offset, limit=limit, total=total)
+        link = pagination_links(request, offset=filters.offset, limit=filters.limit, total=total)
         return Response(
-            BookPage(items=books, total=total, limit=limit, offset=offset),
+            BookPage(items=books, total=total, limit=filters.limit, offset=filters.offset),
             headers={"Link": link} if link else None,
         )
 
@@ -218,10 +160,7 @@ class BooksController(Controller):
     ) -> Response[Book]:
         changes = {name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET}
         if not changes:
-            raise ValidationException(
-                detail="Validation failed for PATCH /api/v1/books/{book_id}",
-                extra=[{"message": "name at least one field to change", "key": None, "source": "body"}],
-            )
+            raise invalid_input(request, "name at least one field to change", key=None, source="body")
         book, version = await queries.update_book(book_id, changes, _actor(request), if_match_versions(if_match))
         return _with_etag(book, version)
 

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 import asyncpg
 import msgspec
-from litestar.exceptions import HTTPException
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
@@ -33,6 +34,7 @@ __all__ = [
     "ServiceUnavailableError",
     "UnsupportedMediaTypeError",
     "create_problem_details_plugin",
+    "invalid_input",
     "problem_responses",
 ]
 
@@ -94,6 +96,17 @@ class ProblemDetails(msgspec.Struct, omit_defaults=True):
     title: str
     detail: str
     errors: list[FieldError] | None = None
+
+
+def invalid_input(
+    connection: ASGIConnection[Any, Any, Any, Any], message: str, *, key: str | None, source: str
+) -> ValidationException:
+    """A 400 for one invalid input (``source``: ``body``, ``query``, ``path`` or ``header``),
+    shaped like the errors Litestar raises when a request does not match a handler's types."""
+    return ValidationException(
+        detail=f"Validation failed for {connection.scope.get('method', '')} {connection.url.path}",
+        extra=[FieldError(message=message, key=key, source=source)],
+    )
 
 
 def _problem(

@@ -17,6 +17,7 @@ __all__ = [
     "AllowHeaderForOptions",
     "etag_for_version",
     "if_match_versions",
+    "is_json_media_type",
     "matches_if_none_match",
     "pagination_links",
     "require_json_body",
@@ -77,12 +78,15 @@ def pagination_links(request: Request[Any, Any, Any], *, offset: int, limit: int
     return ", ".join(rendered) or None
 
 
+def is_json_media_type(media_type: str) -> bool:
+    """True for ``application/json`` and its ``+json`` relatives (lower-case, without parameters,
+    as ``Request.content_type`` gives them)."""
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 async def require_json_body(request: Request[Any, Any, Any]) -> None:
     """``before_request`` hook: a body sent to a JSON route must be declared as JSON (else 415)."""
-    if request.method not in _METHODS_WITH_BODY:
-        return
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
+    if request.method in _METHODS_WITH_BODY and not is_json_media_type(request.content_type[0]):
         raise UnsupportedMediaTypeError("Send the request body as application/json.")
 
 
