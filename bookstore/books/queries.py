@@ -21,7 +21,8 @@ from typing import Any
 
 import asyncpg
 
-from bookstore.books.schemas import Book, BookCreate, SortField, to_book
+from bookstore.books.schemas import Book, BookCreate, SortField
+from bookstore.books.tables import BookTable
 from bookstore.core.database import fetch_all, fetch_one, is_unique_violation
 from bookstore.core.errors import (
     AuthenticationError,
@@ -30,7 +31,6 @@ from bookstore.core.errors import (
     PermissionDeniedError,
     PreconditionFailedError,
 )
-from bookstore.core.http import ANY_VERSION
 
 __all__ = [
     "Actor",
@@ -41,10 +41,17 @@ __all__ = [
     "get_book",
     "list_books",
     "search_query",
+    "to_book",
     "update_book",
 ]
 
-_COLUMNS = "id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version"
+# The table is the one source of the column list; the Book struct shows all but `version`
+# (which travels as the ETag), and must not name a column the table lacks.
+_TABLE_COLUMNS = tuple(column._meta.db_column_name for column in BookTable._meta.columns)
+_BOOK_FIELDS = Book.__struct_fields__
+if missing := set(_BOOK_FIELDS) - set(_TABLE_COLUMNS):
+    raise RuntimeError(f"Book names columns the book table lacks: {sorted(missing)}")
+_COLUMNS = ", ".join(_TABLE_COLUMNS)
 _SORT_COLUMNS = {
     "title": "title",
     "author": "author",
@@ -96,6 +103,11 @@ def search_query(text: str) -> str | None:
     """
     words = _WORD.findall(text.lower())
     return " & ".join(f"{word}:*" for word in words) or None
+
+
+def to_book(row: Mapping[str, Any]) -> Book:
+    """The ``Book`` of a row selected with the table's columns."""
+    return Book(*[row[field] for field in _BOOK_FIELDS])
 
 
 class _Statement:
@@ -190,7 +202,7 @@ def _guard(statement: _Statement, book_id: int, actor: Actor, expected_versions:
     statement.conditions.append(f"id = {statement.param(book_id)}")
     if not actor.is_admin:
         statement.conditions.append(f"created_by = {statement.param(actor.user_id)}")
-    if expected_versions is not None and ANY_VERSION not in expected_versions:
+    if expected_versions is not None:
         statement.conditions.append(f"version = ANY({statement.param(expected_versions)})")
 
 

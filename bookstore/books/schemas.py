@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
@@ -20,7 +19,6 @@ __all__ = [
     "BookUpdate",
     "SortField",
     "check_price",
-    "to_book",
 ]
 
 _CENT = Decimal("0.01")
@@ -148,17 +146,3 @@ class BookPage(Struct):
     total: int
     limit: int
     offset: int
-
-
-def to_book(row: Mapping[str, Any]) -> Book:
-    return Book(
-        id=row["id"],
-        title=row["title"],
-        author=row["author"],
-        publish_date=row["publish_date"],
-        isbn=row["isbn"],
-        price=row["price"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        created_by=row["created_by"],
-    )

@@ -23,7 +23,6 @@ __all__ = [
     "require_json_body",
 ]
 
-ANY_VERSION = -1
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -47,16 +46,17 @@ def matches_if_none_match(header_value: str | None, version: int) -> bool:
 def if_match_versions(header_value: str | None) -> list[int] | None:
     """Parse ``If-Match`` into the versions it accepts.
 
-    ``None`` means no precondition; ``[ANY_VERSION]`` means ``*``. Tags that are weak or not one
-    of ours can never match (strong comparison, RFC 9110 13.1.1), so they yield an empty list and
-    the write is refused with 412.
+    ``None`` means no version condition: no header, or ``*`` (any current version, and every
+    write already requires the resource to exist). Tags that are weak or not one of ours can never
+    match (strong comparison, RFC 9110 13.1.1), so they yield an empty list and the write is
+    refused with 412.
     """
     if header_value is None:
         return None
     versions: list[int] = []
     for tag in _tags(header_value):
         if tag == "*":
-            return [ANY_VERSION]
+            return None
         inner = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else ""
         if inner.isascii() and inner.isdigit() and len(inner) <= 9:
             versions.append(int(inner))
