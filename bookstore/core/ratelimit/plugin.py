@@ -47,13 +47,14 @@ class RateLimitPlugin(InitPlugin):
             middleware = RateLimitMiddleware(self.limiter, default_policy=self._default_policy, exclude=self._exclude)
             app_config.middleware.insert(0, middleware)
         app_config.dependencies["rate_limiter"] = Provide(self._provide_limiter, sync_to_thread=False, use_cache=True)
-        app_config.on_startup.append(self._report_store)
+        app_config.on_startup.append(self.report_store)
         return app_config
 
     def _provide_limiter(self) -> RateLimiter:
         return self.limiter
 
-    async def _report_store(self, app: Litestar) -> None:
+    async def report_store(self, app: Litestar) -> None:
+        """Log where limits are counted (an ``on_startup`` hook of the app)."""
         status = await self.limiter.store.status()
         if status == "redis":
             _logger.info("rate limits are shared through Redis")
