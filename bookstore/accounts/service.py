@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 import asyncpg
 from msgspec import UNSET
 
+from bookstore.accounts.emails import normalise_email
 from bookstore.accounts.schemas import CurrentUser, TokenPair, User, UserUpdate, to_user
 from bookstore.accounts.tables import RefreshTokenTable, SessionTable, UserTable
 from bookstore.core import passwords
@@ -48,6 +49,8 @@ def _digest(token: str) -> str:
 
 
 async def _insert_user(email: str, password: str, *, admin: bool) -> User:
+    # Login compares normal forms; an address stored in another form could never log in.
+    email = normalise_email(email)
     password_hash = await passwords.hash_password(password)
     try:
         rows = await UserTable.insert(

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 from litestar import Litestar
 
-from bookstore.accounts.schemas import Credentials, CurrentUser, TokenPair, User, UserUpdate
+from bookstore.accounts.schemas import CurrentUser, TokenPair, User, UserUpdate
 from bookstore.accounts.service import (
     authenticate_session,
     change_profile,
@@ -78,17 +78,17 @@ async def test_register_user_stores_an_argon2id_hash_not_the_password(user: User
     assert PASSWORD not in row["password"]
 
 
-async def test_register_user_stores_the_email_as_credentials_normalise_it(app: Litestar) -> None:
-    # The service stores what it is given; its callers (API, CLI) pass validated Credentials.
-    credentials = Credentials(email="  Ada.Lovelace@Example.COM ", password=PASSWORD)
-    registered = await register_user(credentials.email, credentials.password)
+async def test_register_user_stores_the_email_in_its_normal_form(app: Litestar) -> None:
+    # Also when a caller did not pass it through Credentials: login compares normal forms.
+    registered = await register_user("  Ada.Lovelace@Example.COM ", PASSWORD)
     assert registered.email == "ada.lovelace@example.com"
+    row = await UserTable.select(UserTable.username).where(UserTable.id == registered.id).first()
+    assert row == {"username": "ada.lovelace@example.com"}
 
 
 async def test_register_user_of_the_same_email_in_another_form_raises_conflict(user: User) -> None:
-    credentials = Credentials(email=f" {user.email.upper()}", password=PASSWORD)
     with pytest.raises(ConflictError):
-        await register_user(credentials.email, credentials.password)
+        await register_user(f" {user.email.upper()}", PASSWORD)
     assert await UserTable.count() == 1
 
 
