@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import shutil
 import tempfile
@@ -18,19 +17,17 @@ import pytest
 import pytest_asyncio
 from litestar import Litestar
 
-# pgserver narrates every start and stop at INFO level.
-logging.getLogger("pgserver").setLevel(logging.WARNING)
+from bookstore.testing import PostgresServer
 
 # The database must exist before anything imports piccolo_conf (its engine reads DATABASE_URL).
 _temp_dir = Path(tempfile.mkdtemp(prefix="bookstore-tests-"))
-_embedded_server: Any = None
+_embedded_server: PostgresServer | None = None
 if os.environ.get("TEST_DATABASE_URL"):
     os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]
 else:
-    import pgserver
-
-    _embedded_server = pgserver.get_server(_temp_dir / "postgres", cleanup_mode="stop")
-    os.environ["DATABASE_URL"] = _embedded_server.get_uri()
+    _embedded_server = PostgresServer(_temp_dir)
+    _embedded_server.start()
+    os.environ["DATABASE_URL"] = _embedded_server.url
 
 from bookstore.app import create_app  # noqa: E402
 from bookstore.core.database import apply_migrations, get_engine  # noqa: E402
@@ -45,7 +42,7 @@ _TABLES = ("book", "refresh_token", "auth_session", "app_user")
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _embedded_server is not None:
-        _embedded_server.cleanup()
+        _embedded_server.stop()
     shutil.rmtree(_temp_dir, ignore_errors=True)
 
 

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import socket
-import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 
 from bookstore.books.isbn import isbn13_check_digit
 
@@ -106,7 +101,6 @@ class ApiClient:
         return body
 
 
-LOOPBACK = "127.0.0.1"
 # Environment for servers started by tests: real argon2id at a low cost, and rate limits far
 # above what the tests send (tests of the limits set their own).
 TEST_SERVER_ENV = {
@@ -118,27 +112,3 @@ TEST_SERVER_ENV = {
     "BOOKSTORE_LOGIN_RATE_LIMIT_PER_EMAIL": "1000000",
     "BOOKSTORE_REGISTER_RATE_LIMIT_PER_IP": "1000000",
 }
-READY_TIMEOUT_SECONDS = 60.0
-
-
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_ready(process: subprocess.Popen[bytes], base_url: str, output: Callable[[], str]) -> None:
-    """Poll ``/health/ready`` of a started server every 0.2 s, for at most READY_TIMEOUT_SECONDS."""
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"bookstore serve exited early with {process.returncode}:\n{output()}")
-        try:
-            if httpx.get(f"{base_url}/health/ready", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"bookstore serve was not ready within {READY_TIMEOUT_SECONDS} s:\n{output()}")

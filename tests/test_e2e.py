@@ -5,26 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.helpers import LOOPBACK, PASSWORD, TEST_SERVER_ENV, bearer, book_payload, free_port, wait_until_ready
+from bookstore.testing import BookstoreServer, clean_environment
+from tests.helpers import PASSWORD, TEST_SERVER_ENV, bearer, book_payload
 
-HOST = LOOPBACK
 EXIT_TIMEOUT_SECONDS = 30.0
 # While Granian serves, litestar-granian's signal forwarder owns SIGTERM: the workers stop
 # gracefully, `serve` returns and exits 0 (observed). Before or after that window cli.py's own
 # handler turns SIGTERM into sys.exit(128 + SIGTERM). Either way the embedded database is stopped.
 CLEAN_EXIT_CODES = {0, 128 + signal.SIGTERM}
 _TCP_LISTEN = "0A"
-
-
-def _read(logs: list[Path]) -> str:
-    return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')}" for log in logs)
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -42,15 +35,9 @@ def listening_addresses(port: int) -> set[str]:
     return addresses
 
 
-def stop(process: subprocess.Popen[bytes], postmaster_pid: Path) -> None:
+def stop(server: BookstoreServer, postmaster_pid: Path) -> None:
     """Leave nothing running: the server, then (if it was killed) its embedded PostgreSQL."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=EXIT_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    server.stop()
     if postmaster_pid.exists():
         lines = postmaster_pid.read_text().splitlines()
         if lines and lines[0].strip().isdigit():
@@ -62,9 +49,7 @@ def stop(process: subprocess.Popen[bytes], postmaster_pid: Path) -> None:
 def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     postmaster_pid = data_dir / "postgres" / "postmaster.pid"
-    port = free_port()
-    base_url = f"http://{HOST}:{port}"
-    env = {name: value for name, value in os.environ.items() if not name.startswith("BOOKSTORE_")}
+    env = clean_environment()
     env.pop("DATABASE_URL", None)
     env.update(
         {
@@ -74,20 +59,14 @@ def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
         }
     )
     out_path, err_path = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bookstore", "serve", "--host", HOST, "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-        )
+    server = BookstoreServer(env, out_path, stderr_log=err_path, stop_timeout=EXIT_TIMEOUT_SECONDS)
+    base_url = server.base_url
     try:
-        wait_until_ready(process, base_url, lambda: _read([out_path, err_path]))
+        server.start()
         assert postmaster_pid.exists(), "the embedded PostgreSQL should run under BOOKSTORE_DATA_DIR"
         if Path("/proc/net/tcp").exists():
             # 0100007F is 127.0.0.1 in /proc/net/tcp's little-endian hex: loopback only.
-            assert listening_addresses(port) == {"0100007F"}
+            assert listening_addresses(server.port) == {"0100007F"}
 
         with httpx.Client(base_url=base_url, timeout=10.0) as http:
             email = "e2e-reader@example.com"
@@ -129,11 +108,7 @@ def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
             assert "json" in docs.headers["content-type"]
             assert docs.json()["openapi"].startswith("3.1")
 
-        process.send_signal(signal.SIGTERM)
-        try:
-            returncode = process.wait(timeout=EXIT_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"bookstore serve did not exit within {EXIT_TIMEOUT_SECONDS} s of SIGTERM")
+        returncode = server.stop()  # SIGTERM; SIGKILL (exit code -9) if still running after EXIT_TIMEOUT_SECONDS
         stdout, stderr = out_path.read_text(), err_path.read_text()
         assert returncode in CLEAN_EXIT_CODES, f"exit code {returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
         assert not postmaster_pid.exists(), "the embedded PostgreSQL is still running after the server exited"
@@ -142,4 +117,4 @@ def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
         assert f"{base_url}/docs/openapi.json" in stdout
         assert "Traceback" not in stderr, stderr
     finally:
-        stop(process, postmaster_pid)
+        stop(server, postmaster_pid)

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +20,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case, GenerationMode
 
 from bookstore.app import render_openapi_document
-from tests.helpers import LOOPBACK, PASSWORD, TEST_SERVER_ENV, bearer, book_payload, free_port, wait_until_ready
+from tests.helpers import PASSWORD, bearer, book_payload
+from tests.servers import BookstoreProcess
 
-HOST = LOOPBACK
 SECRET = "schemathesis-secret-" + "s" * 40
 MAX_EXAMPLES = 30
 SEED = 20261121
@@ -37,48 +33,15 @@ SESSION_ENDING_OPERATIONS = {"LogOut", "DeleteCurrentUser", "UpdateCurrentUser"}
 _emails = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class LiveServer:
-    base_url: str
-
-
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BookstoreProcess]:
     """``bookstore serve`` on the test database (DATABASE_URL, set by conftest at import)."""
     directory = tmp_path_factory.mktemp("schemathesis-server")
-    port = free_port()
-    base_url = f"http://{HOST}:{port}"
-    env = {name: value for name, value in os.environ.items() if not name.startswith("BOOKSTORE_")}
-    env.update(
-        {
-            "DATABASE_URL": os.environ["DATABASE_URL"],
-            "BOOKSTORE_SECRET_KEY": SECRET,
-            "BOOKSTORE_DATA_DIR": str(directory / "data"),
-            **TEST_SERVER_ENV,
-            "BOOKSTORE_DB_POOL_MIN_SIZE": "1",
-            "BOOKSTORE_DB_POOL_MAX_SIZE": "4",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    log = directory / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bookstore", "serve", "--host", HOST, "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    server = BookstoreProcess(directory, env={"BOOKSTORE_SECRET_KEY": SECRET, "PYTHONUNBUFFERED": "1"})
     try:
-        wait_until_ready(process, base_url, log.read_text)
-        yield LiveServer(base_url)
+        yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        server.stop()
 
 
 @dataclass
@@ -101,7 +64,7 @@ class Catalogue:
 
 
 @pytest.fixture
-def catalogue(live_server: LiveServer, database_url: str) -> Iterator[Catalogue]:
+def catalogue(live_server: BookstoreProcess, database_url: str) -> Iterator[Catalogue]:
     # Function scope, and `database_url` so conftest empties the tables after the test: the
     # account and books are made after any earlier test's truncation and cleaned up after this one.
     with httpx.Client(base_url=live_server.base_url, timeout=10.0) as http:
@@ -205,7 +168,7 @@ def test_api_conforms_to_its_openapi_document(case: Case, catalogue: Catalogue) 
     case.call_and_validate(base_url=catalogue.base_url, headers={"Authorization": f"Bearer {token}"})
 
 
-def test_the_fuzzed_document_is_the_one_the_server_serves(live_server: LiveServer) -> None:
+def test_the_fuzzed_document_is_the_one_the_server_serves(live_server: BookstoreProcess) -> None:
     served = httpx.get(f"{live_server.base_url}/docs/openapi.json", timeout=10.0)
     assert served.status_code == 200
     assert served.json() == schema.raw_schema

@@ -17,7 +17,7 @@ from bookstore.core.ratelimit import (
     create_rate_limit_store,
 )
 from tests.helpers import PASSWORD, ApiClient, assert_problem, unique_email
-from tests.servers import RedisProcess
+from tests.servers import RedisProcess, statement_log
 
 BOOKS = "/api/v1/books"
 LOGIN = "/api/v1/auth/login"
@@ -194,28 +194,20 @@ async def test_a_hung_redis_does_not_hang_requests(make_client: MakeClient, disp
 
 
 async def test_an_authenticated_request_costs_one_redis_call_and_one_auth_query(
-    make_client: MakeClient, redis_url: str, redis_server: RedisProcess, monkeypatch: pytest.MonkeyPatch
+    make_client: MakeClient, redis_url: str, redis_server: RedisProcess, database_url: str
 ) -> None:
     import redis
-    from asyncpg.connection import Connection
 
     client = await make_client(redis_url=redis_url)
     account = await client.account()
     # POST /auth/logout's handler runs exactly one statement (the session update), so every
-    # statement beyond that one per request is the authentication's.
-    statements: list[str] = []
-    original = Connection._execute
-
-    async def counting_execute(connection: Connection, query: str, *args: Any, **kwargs: Any) -> Any:
-        statements.append(query)
-        return await original(connection, query, *args, **kwargs)
-
+    # statement beyond that one per request is the authentication's; PostgreSQL's statement log
+    # counts them, however the app sends them.
     monitor = redis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
         monitor.config_resetstat()
-        monkeypatch.setattr(Connection, "_execute", counting_execute)
-        assert (await client.post("/api/v1/auth/logout", headers=account.headers)).status_code == 204
-        monkeypatch.undo()
+        with statement_log(database_url) as log, log.capture() as statements:
+            assert (await client.post("/api/v1/auth/logout", headers=account.headers)).status_code == 204
         commands = {
             name: stats["calls"]
             for name, stats in monitor.info("commandstats").items()
