@@ -1,0 +1,162 @@
+"""What the benchmark starts and prepares beyond the shared launchers of :mod:`bookstore.testing`:
+the app's production settings for the run, its data and admin (through the ``bookstore``
+commands), the one login, and the floor server, served by Granian with the app's options.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from benchmarks import REPO, RunError
+from bookstore.testing import LOOPBACK, BookstoreServer, HttpServer, clean_environment, fetch_rows, free_port
+
+__all__ = [
+    "BOOK_COUNT",
+    "FLOOR_GRANIAN_FLAGS",
+    "PASSTHROUGH",
+    "READY_TIMEOUT_SECONDS",
+    "SEED",
+    "STOP_TIMEOUT_SECONDS",
+    "app_server",
+    "create_admin",
+    "floor_server",
+    "log_in",
+    "run_bookstore",
+    "seed_books",
+    "server_environment",
+]
+
+BOOK_COUNT = 10_000
+SEED = 1
+READY_TIMEOUT_SECONDS = 120.0
+STOP_TIMEOUT_SECONDS = 40.0
+# Settings both the app and the floor read; passed through from the caller's environment.
+PASSTHROUGH = ("BOOKSTORE_DB_POOL_MIN_SIZE", "BOOKSTORE_DB_POOL_MAX_SIZE", "BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS")
+# How `bookstore serve` has Granian serve (the options litestar-granian 0.16.0 passes, which are
+# Granian's own defaults), given to the floor explicitly so that both are served the same way.
+# Granian renames its processes, so the app's real command line cannot be read back from /proc.
+FLOOR_GRANIAN_FLAGS = (
+    "--http=1",
+    "--runtime-threads=1",
+    "--runtime-mode=auto",
+    "--blocking-threads-idle-timeout=30",
+    "--loop=auto",
+    "--task-impl=asyncio",
+    "--backlog=1024",
+    "--http1-buffer-size=417792",
+    "--http1-header-read-timeout=30000",
+    "--http1-keep-alive",
+    "--no-http1-pipeline-flush",
+    "--no-ws",
+    "--log",
+    "--log-level=info",
+    "--no-access-log",
+    "--workers-kill-timeout=20",
+)
+
+
+def server_environment(database_url: str, redis_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment of the app, its commands and the floor: production, rate limiting on."""
+    env = clean_environment(keep=PASSTHROUGH)
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "BOOKSTORE_ENV": "production",
+            "BOOKSTORE_SECRET_KEY": secrets.token_hex(32),
+            "BOOKSTORE_DATA_DIR": str(data_dir),
+            "BOOKSTORE_LOG_LEVEL": "INFO",
+            "BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS": "86400",  # one login must cover the whole run
+            "BOOKSTORE_RATE_LIMIT_ENABLED": "true",  # on, with limits far above the load
+            "BOOKSTORE_RATE_LIMIT_REQUESTS": "1000000000",
+            "BOOKSTORE_LOGIN_RATE_LIMIT_PER_IP": "1000000",
+            "BOOKSTORE_LOGIN_RATE_LIMIT_PER_EMAIL": "1000000",
+            "BOOKSTORE_REGISTER_RATE_LIMIT_PER_IP": "1000000",
+        }
+    )
+    return env
+
+
+def run_bookstore(env: Mapping[str, str], *args: str, timeout: float = 600) -> str:
+    """Run ``python -m bookstore <args>`` to completion; its output, or RunError with the output."""
+    argv = [sys.executable, "-m", "bookstore", *args]
+    try:
+        done = subprocess.run(  # noqa: S603 - our own command, no shell
+            argv, env=dict(env), cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as error:
+        raise RunError(f"`{' '.join(argv[1:])}` took more than {timeout:.0f} s") from error
+    if done.returncode != 0:
+        raise RunError(f"`{' '.join(argv[1:])}` failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done.stdout + done.stderr
+
+
+def seed_books(database_url: str, env: dict[str, str]) -> tuple[int, int]:
+    """Migrate, then seed BOOK_COUNT books into the empty book table; their ids, first and last."""
+    run_bookstore(env, "migrate")
+    if fetch_rows(database_url, "SELECT count(*) FROM book")[0][0]:
+        raise RunError("the book table is not empty: give DATABASE_URL a fresh, throwaway database")
+    step = time.monotonic()
+    run_bookstore(env, "seed", "--books", str(BOOK_COUNT), "--seed", str(SEED))
+    min_id, max_id, count = fetch_rows(database_url, "SELECT min(id), max(id), count(*) FROM book")[0]
+    if count != BOOK_COUNT or max_id - min_id + 1 != BOOK_COUNT:
+        raise RunError(f"seeding gave {count} books with ids {min_id}..{max_id}")
+    print(f"Seeded:   {count:,} books, ids {min_id}..{max_id} ({time.monotonic() - step:.1f} s)")
+    return min_id, max_id
+
+
+def create_admin(env: dict[str, str]) -> tuple[int, str, str]:
+    """A superuser with a random email and password: its id, email and password."""
+    email, password = f"bench-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(18)
+    created = run_bookstore(env, "createsuperuser", "--email", email, "--password", password)
+    found = re.search(r"\(id (\d+)\)", created)
+    if found is None:
+        raise RunError(f"cannot read the admin's id from: {created}")
+    return int(found.group(1)), email, password
+
+
+def log_in(app: HttpServer, email: str, password: str) -> str:
+    """An access token; the one login of the run."""
+    login = httpx.post(app.base_url + "/api/v1/auth/login", json={"email": email, "password": password}, timeout=30.0)
+    if login.status_code != 200:
+        raise RunError(f"login failed: {login.status_code} {login.text}")
+    token: str = login.json()["access_token"]
+    return token
+
+
+def app_server(env: Mapping[str, str], log: Path, workers: int) -> BookstoreServer:
+    """``bookstore serve --workers N`` (not started yet)."""
+    return BookstoreServer(
+        env,
+        log,
+        workers=workers,
+        cwd=REPO,
+        ready_timeout=READY_TIMEOUT_SECONDS,
+        stop_timeout=STOP_TIMEOUT_SECONDS,
+    )
+
+
+def floor_server(env: Mapping[str, str], log: Path, workers: int, creator_id: int) -> HttpServer:
+    """The floor (``benchmarks/floor.py``) under Granian, its creates owned by ``creator_id``
+    (not started yet)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "granian", *FLOOR_GRANIAN_FLAGS, "--interface", "rsgi"]
+    return HttpServer(
+        "floor",
+        [*argv, "--workers", str(workers), "--host", LOOPBACK, "--port", str(port), "benchmarks.floor:app"],
+        port=port,
+        env={**env, "FLOOR_CREATOR_ID": str(creator_id)},
+        log=log,
+        ready_path="/health",
+        cwd=REPO,
+        ready_timeout=READY_TIMEOUT_SECONDS,
+        stop_timeout=STOP_TIMEOUT_SECONDS,
+    )
