@@ -264,3 +264,15 @@ async def test_a_password_check_in_a_profile_change_counts_as_a_login(make_clien
     for _ in range(2):
         assert_problem(await client.patch("/api/v1/users/me", json=guess, headers=account.headers), 403)
     assert_limited(await client.patch("/api/v1/users/me", json=guess, headers=account.headers))
+
+
+async def test_a_second_authorization_header_does_not_move_a_user_to_the_ip_bucket(
+    make_client: MakeClient, redis_url: str
+) -> None:
+    client = await make_client(redis_url=redis_url, rate_limit_requests=2, rate_limit_window_seconds=30)
+    alice = await client.account()
+    doubled = [("Authorization", f"Bearer {alice.access_token}"), ("Authorization", "Bearer garbage")]
+    assert await statuses(client, 2, path="/api/v1/users/me", headers=doubled) == [200, 200]
+    # Counted against alice, whose requests auth accepted: her bucket is full, the IP's is not.
+    assert_limited(await client.get("/api/v1/users/me", headers=alice.headers))
+    assert (await client.get(BOOKS)).status_code == 200

@@ -17,6 +17,11 @@ def _header(scope: Scope, name: bytes) -> str:
     return ",".join(bytes(value).decode("latin-1") for key, value in scope["headers"] if key == name)
 
 
+def _first_header(scope: Scope, name: bytes) -> str:
+    """The first line of a request header: the one Litestar's ``Headers.get`` (and so JWT auth) reads."""
+    return next((bytes(value).decode("latin-1") for key, value in scope["headers"] if key == name), "")
+
+
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address in a peer or forwarded hop, IPv4-mapped IPv6 unwrapped; None if it is not one."""
     try:
@@ -63,7 +68,9 @@ class ClientIdentity:
         """``user:<id>`` for a request with a valid bearer token (unless ``client_ip_only``),
         else ``ip:<address>``."""
         if not client_ip_only:
-            scheme, _, token = _header(scope, b"authorization").partition(" ")
+            # The same line JWT auth reads, or a second header could move a user's requests to the
+            # IP's bucket while the first one authenticates them.
+            scheme, _, token = _first_header(scope, b"authorization").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 user_id = self._user_of_token(token.strip())
                 if user_id is not None:
