@@ -28,4 +28,8 @@ def validate_email(email: str) -> str:
         raise ValueError(f"must be at most {MAX_EMAIL_LENGTH} characters")
     if not _EMAIL_PATTERN.match(normalised):
         raise ValueError("must be an email address such as reader@example.com")
+    # Format characters (zero-width spaces, bidi overrides, BOM) survive NFKC and case-folding
+    # and would let look-alike accounts of one address be registered.
+    if any(unicodedata.category(char) == "Cf" for char in normalised):
+        raise ValueError("must not contain invisible formatting characters")
     return normalised
