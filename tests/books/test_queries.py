@@ -188,6 +188,10 @@ def test_search_query_keeps_only_words_as_prefixes() -> None:
     assert search_query("& | ! :* (") is None
 
 
+def test_search_query_matches_a_repeated_word_once() -> None:
+    assert search_query("t T t " * 30 + "dune") == "t:* & dune:*"
+
+
 async def test_isbn_filter_matches_exactly_one_book(catalogue: dict[str, Book]) -> None:
     isbn = catalogue["Solaris"].isbn
     assert await listed_titles(isbn=isbn) == ["Solaris"]
