@@ -27,6 +27,15 @@ async def test_requests_are_counted_before_their_token_is_checked(make_client: M
     assert_limited(await client.get(ME, headers=forged))
 
 
+async def test_answers_of_inner_middleware_carry_the_ratelimit_headers(make_client: MakeClient, redis_url: str) -> None:
+    client = await make_client(redis_url=redis_url, rate_limit_requests=5, rate_limit_window_seconds=30)
+    response = await client.get(ME, headers={"Authorization": "Bearer not-a-token"})
+    assert response.status_code == 401
+    assert response.headers["ratelimit-limit"] == "5"
+    assert response.headers["ratelimit-remaining"] == "4"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
 def test_the_plugin_registers_its_store_and_dependency() -> None:
     app = create_app(make_settings(redis_url=None))
     plugin = app.plugins.get(RateLimitPlugin)

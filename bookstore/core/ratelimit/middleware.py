@@ -11,9 +11,11 @@ import re
 from collections.abc import Sequence
 
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from bookstore.core.errors import DomainError
 from bookstore.core.ratelimit.limiter import RateLimiter
 
 __all__ = ["POLICY_OPT_KEY", "RateLimitMiddleware"]
@@ -46,9 +48,16 @@ class RateLimitMiddleware(ASGIMiddleware):
         policy = limiter.policies[scope["route_handler"].opt.get(POLICY_OPT_KEY, self.default_policy)]
         key = limiter.identity.key_for(scope, client_ip_only=policy.client_ip_only)
         decision = await limiter.consume(policy.name, key)
-        if decision is not None:
-            send = _with_headers(send, decision.raw_headers())
-        await next_app(scope, receive, send)
+        if decision is None:
+            await next_app(scope, receive, send)
+            return
+        try:
+            await next_app(scope, receive, _with_headers(send, decision.raw_headers()))
+        except (HTTPException, DomainError) as error:
+            # Raised by an inner middleware (JWT auth's 401), an error is answered by Litestar's
+            # app-level exception handler, outside this `send`: its headers travel on the error.
+            error.headers = {**decision.headers(), **(error.headers or {})}
+            raise
 
 
 def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
