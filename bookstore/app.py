@@ -23,7 +23,7 @@ from bookstore.books.controller import BooksController
 from bookstore.core.database import close_pool, open_pool
 from bookstore.core.errors import create_problem_details_plugin
 from bookstore.core.health import HealthController
-from bookstore.core.http import AllowHeaderForOptions
+from bookstore.core.http import AllowHeaderForOptions, CanonicalPathIntegers, HeadAsGet
 from bookstore.core.openapi import ClosedStructSchemaPlugin
 from bookstore.core.passwords import configure_password_hasher
 from bookstore.core.ratelimit import RateLimiter, RateLimitPlugin
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def provide_codec() -> TokenCodec:
         return codec
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[AuthController, UsersController, BooksController, HealthController],
         on_app_init=[jwt_auth.on_app_init],
         on_startup=[partial(open_pool, settings), _tune_garbage_collector],
@@ -108,12 +108,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         openapi_config=create_openapi_config() if settings.docs_enabled else None,
         request_max_body_size=settings.max_request_body_bytes,
-        middleware=[AllowHeaderForOptions],
+        middleware=[AllowHeaderForOptions, CanonicalPathIntegers],
         logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},
             log_exceptions="never",
         ),
     )
+    # Ahead of routing, which Litestar offers no hook for: it would answer HEAD with 405.
+    app.asgi_handler = HeadAsGet(app.asgi_handler)
+    return app
 
 
 def render_openapi_document() -> str:

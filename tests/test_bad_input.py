@@ -32,6 +32,9 @@ async def assert_no_books_written() -> None:
         ({"title": "x" * 301}, "title"),
         ({"title": "nul\u0000byte"}, "title"),
         ({"title": "line\nbreak"}, "title"),
+        ({"title": "final newline\n"}, "title"),
+        ({"title": "\u200b"}, "title"),  # only a ZERO WIDTH SPACE: nothing visible
+        ({"title": "line\u2028separator"}, "title"),
         ({"title": 42}, "title"),
         ({"author": ""}, "author"),
         ({"author": "y" * 201}, "author"),
@@ -44,6 +47,11 @@ async def assert_no_books_written() -> None:
         ({"price": "1e400"}, "price"),
         ({"price": "abc"}, "price"),
         ({"price": [1]}, "price"),
+        ({"price": True}, "price"),
+        ({"price": "1_000"}, "price"),
+        ({"price": "\uff11\uff12"}, "price"),  # fullwidth 12
+        ({"price": " 12.5 "}, "price"),
+        ({"price": "1e3"}, "price"),
         ({"publish_date": "2020-02-30"}, "publish_date"),
         ({"publish_date": "yesterday"}, "publish_date"),
         ({"publish_date": "2999-01-01"}, "publish_date"),
@@ -75,7 +83,7 @@ async def test_missing_field_is_rejected(client: ApiClient, writer: Account) -> 
 
 @pytest.mark.parametrize(
     "content",
-    [b"{", b'{"title": "x",}', b"[1, 2", b"nul", b'{"title": "\\ud800"}', b"\xff\xfe", b""],
+    [b"{", b'{"title": "x",}', b"[1, 2", b"nul", b'{"title": "\\ud800"}', b"\xff\xfe", b"", b'{"title": "caf\xe9"}'],
 )
 async def test_malformed_json_is_rejected(client: ApiClient, writer: Account, content: bytes) -> None:
     headers = {**writer.headers, "content-type": "application/json"}
@@ -118,6 +126,14 @@ async def test_out_of_range_or_non_numeric_ids_are_client_errors(client: ApiClie
     assert_problem(response, response.status_code)
 
 
+@pytest.mark.parametrize("book_id", ["01", "+1", "%201", "1%0A", "0_1", "%D9%A1"])
+async def test_ids_not_written_canonically_are_rejected(client: ApiClient, writer: Account, book_id: str) -> None:
+    created = await client.create_book(writer)
+    assert created["id"] == 1  # the book each spelling above would otherwise reach
+    body = assert_problem(await client.get(f"{BOOKS}/{book_id}"), 400)
+    assert [(error["key"], error["source"]) for error in body["errors"]] == [("book_id", "path")]
+
+
 async def test_largest_documented_id_is_simply_not_found(client: ApiClient) -> None:
     assert_problem(await client.get(f"{BOOKS}/{10**18}"), 404)
 
@@ -148,11 +164,25 @@ async def test_out_of_range_id_on_a_write_is_a_client_error(client: ApiClient, w
         ({"q": "!!!"}, "q"),
         ({"q": "x" * 201}, "q"),
         ({"author": "nul\u0000"}, "author"),
+        ({"q": "dune\n"}, "q"),
+        ({"limit": "1e2"}, "limit"),
+        ({"limit": "05"}, "limit"),
+        ({"offset": "-0"}, "offset"),
+        ({"min_price": "1_000"}, "min_price"),
+        ({"max_price": "+12"}, "max_price"),
     ],
 )
 async def test_invalid_list_parameters_are_rejected(client: ApiClient, params: dict[str, str], key: str) -> None:
     body = assert_problem(await client.get(BOOKS, params=params), 400)
     assert body["errors"][0]["key"] == key, body
+
+
+async def test_validation_detail_names_what_failed_without_echoing_the_request(client: ApiClient) -> None:
+    response = await client.get(BOOKS, params={"limit": "1000", "note": "echo-me"})
+    body = assert_problem(response, 400)
+    assert body["detail"] == "Invalid input: `limit` in the query."
+    assert "echo-me" not in response.text
+    assert body["errors"] == [{"message": "Expected `int` <= 100", "key": "limit", "source": "query"}]
 
 
 async def test_unsupported_method_is_not_allowed(client: ApiClient) -> None:
@@ -179,9 +209,10 @@ async def test_invalid_patch_changes_nothing(client: ApiClient, writer: Account,
 @pytest.mark.parametrize(
     ("path", "allow"),
     [
-        (BOOKS, "GET, OPTIONS, POST"),
-        (f"{BOOKS}/1", "DELETE, GET, OPTIONS, PATCH, PUT"),
-        ("/api/v1/users/me", "DELETE, GET, OPTIONS, PATCH"),
+        (BOOKS, "GET, HEAD, OPTIONS, POST"),
+        (f"{BOOKS}/1", "DELETE, GET, HEAD, OPTIONS, PATCH, PUT"),
+        ("/api/v1/users/me", "DELETE, GET, HEAD, OPTIONS, PATCH"),
+        ("/api/v1/auth/login", "OPTIONS, POST"),
     ],
 )
 async def test_options_lists_every_method_of_the_path(client: ApiClient, path: str, allow: str) -> None:

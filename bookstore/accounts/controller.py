@@ -28,7 +28,7 @@ from bookstore.accounts.schemas import (
     UserUpdate,
 )
 from bookstore.core.errors import UnsupportedMediaTypeError, invalid_input, problem_responses
-from bookstore.core.http import is_json_media_type, require_json_body
+from bookstore.core.http import is_json_media_type, require_json_body, require_utf8
 from bookstore.core.openapi import PUBLIC
 from bookstore.core.ratelimit import LOGIN_EMAIL_POLICY, LOGIN_POLICY, POLICY_OPT_KEY, REGISTER_POLICY, RateLimiter
 from bookstore.core.tokens import TokenCodec
@@ -90,11 +90,13 @@ async def _read_login(request: Request[Any, Any, Any]) -> tuple[str, str]:
             form = msgspec.convert(dict((await request.form()).items()), LoginForm)
             return form.username, form.password
         if is_json_media_type(media_type):
-            body = msgspec.json.decode(await request.body(), type=LoginRequest)
+            raw = await request.body()
+            require_utf8(raw)
+            body = msgspec.json.decode(raw, type=LoginRequest)
             return body.email, body.password
     except msgspec.ValidationError as error:
         message, key = split_field_error(error)
-        raise invalid_input(request, message, key=key, source="body") from None
+        raise invalid_input(message, key=key, source="body") from None
     except msgspec.DecodeError:
         raise ClientException("The request body is not valid JSON.") from None
     raise UnsupportedMediaTypeError(f"Send the credentials as application/json or {_FORM}.")
@@ -189,7 +191,10 @@ class UsersController(Controller):
         "/me",
         operation_id="UpdateCurrentUser",
         summary="Change the caller's email or password",
-        description=("A new password requires `current_password` and ends every other session of the account."),
+        description=(
+            "Send `email`, `password` or both (an empty change is 400). A new password requires "
+            "`current_password` and ends every other session of the account."
+        ),
         before_request=require_json_body,
         responses=problem_responses(400, 401, 403, 409, 413, 415, 503),
     )
@@ -199,6 +204,9 @@ class UsersController(Controller):
         data: JSONBody[UserUpdate],
         rate_limiter: NamedDependency[RateLimiter],
     ) -> User:
+        if data.email is msgspec.UNSET and data.password is msgspec.UNSET:
+            # As for books: a PATCH that changes nothing is a client mistake, not a no-op.
+            raise invalid_input("name at least one field to change: email or password", key=None, source="body")
         if data.current_password is not msgspec.UNSET:
             # A password check like a login's: the same per-account limit, or a stolen access
             # token could guess the password at the (much higher) API rate.

@@ -16,7 +16,7 @@ from bookstore.accounts.schemas import CurrentUser
 from bookstore.books import queries
 from bookstore.books.filters import provide_book_filters
 from bookstore.books.queries import Actor, BookFilters
-from bookstore.books.schemas import Book, BookCreate, BookPage, BookUpdate
+from bookstore.books.schemas import TYPE_DECODERS, Book, BookCreate, BookPage, BookUpdate
 from bookstore.core.errors import invalid_input, problem_responses
 from bookstore.core.http import (
     etag_for_version,
@@ -59,6 +59,7 @@ def _actor(request: Request[CurrentUser, Any, Any]) -> Actor:
 class BooksController(Controller):
     path = BOOKS_PATH
     tags = ["books"]
+    type_decoders = TYPE_DECODERS
 
     @get(
         operation_id="ListBooks",
@@ -160,7 +161,7 @@ class BooksController(Controller):
     ) -> Response[Book]:
         changes = {name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET}
         if not changes:
-            raise invalid_input(request, "name at least one field to change", key=None, source="body")
+            raise invalid_input("name at least one field to change", key=None, source="body")
         book, version = await queries.update_book(book_id, changes, _actor(request), if_match_versions(if_match))
         return _with_etag(book, version)
 

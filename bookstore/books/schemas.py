@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from bookstore.books.isbn import InvalidIsbnError, normalise_isbn
 from bookstore.books.tables import AUTHOR_MAX_LENGTH, PRICE_DIGITS, TITLE_MAX_LENGTH
-from bookstore.core.validation import SingleLineText, field_error
+from bookstore.core.validation import SingleLineText, exact_pattern, field_error, has_visible_character
 
 __all__ = [
+    "PRICE_TEXT_PATTERN",
+    "TYPE_DECODERS",
     "Book",
     "BookCreate",
     "BookPage",
     "BookUpdate",
+    "Price",
     "SortField",
     "check_price",
+    "price_from_text",
 ]
 
 _CENT = Decimal("0.01")
 MAX_PRICE = Decimal(10 ** (PRICE_DIGITS[0] - PRICE_DIGITS[1])) - _CENT
+# A price written as text: ASCII digits and at most two decimals, no sign, exponent, spaces or
+# leading zeros ("12.50", "12.5", "12", "0.99").
+PRICE_TEXT_PATTERN = exact_pattern(r"(?:0|[1-9][0-9]*)(?:\.[0-9]{1,2})?")
+_PRICE_TEXT = re.compile(PRICE_TEXT_PATTERN)
+_PRICE_TEXT_MESSAGE = "must be a decimal such as 12.50: ASCII digits, at most two decimals, no sign or exponent"
 
+_TEXT_RULE = "One line (no control characters or line separators), with at least one visible character."
 Title = Annotated[
-    SingleLineText, Meta(min_length=1, max_length=TITLE_MAX_LENGTH, examples=["The Left Hand of Darkness"])
+    SingleLineText,
+    Meta(min_length=1, max_length=TITLE_MAX_LENGTH, description=_TEXT_RULE, examples=["The Left Hand of Darkness"]),
 ]
-Author = Annotated[SingleLineText, Meta(min_length=1, max_length=AUTHOR_MAX_LENGTH, examples=["Ursula K. Le Guin"])]
+Author = Annotated[
+    SingleLineText,
+    Meta(min_length=1, max_length=AUTHOR_MAX_LENGTH, description=_TEXT_RULE, examples=["Ursula K. Le Guin"]),
+]
 IsbnInput = Annotated[
     str,
     Meta(
@@ -37,13 +52,47 @@ IsbnInput = Annotated[
         examples=["978-0-441-47812-5"],
     ),
 ]
+
+
+class Price(Decimal):
+    """A price as the API accepts it: a JSON number, or a decimal string in canonical form.
+
+    A type of its own because msgspec hands text meant for a ``Decimal`` to Python's lax
+    ``Decimal()`` (``"1_000"``, ``"١٢"``, ``" 12.5 "``, ``"1e3"`` ...); Litestar decodes this one
+    with :func:`decode_price` instead (see ``TYPE_DECODERS``).
+    """
+
+
+def price_from_text(text: str) -> Price:
+    """The price a canonical decimal string means; ValueError saying why for any other text."""
+    if _PRICE_TEXT.fullmatch(text) is None:
+        raise ValueError(_PRICE_TEXT_MESSAGE)
+    return Price(text)
+
+
+def decode_price(target_type: type[Price], value: Any) -> Price:
+    """Litestar type decoder: a price from what the JSON body held (text, or a number)."""
+    if isinstance(value, str):
+        return price_from_text(value)
+    if isinstance(value, float):
+        return Price(repr(value))  # the shortest text that reads back as this float, not its binary expansion
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Price(value)
+    raise ValueError("must be a number or a decimal string such as 12.50")
+
+
+TYPE_DECODERS = [(lambda target_type: target_type is Price, decode_price)]
+
 PriceInput = Annotated[
-    Decimal,
+    Price,
     Meta(
-        description=f"Decimal string or number, 0 to {MAX_PRICE}, at most two decimal places.",
+        description=(
+            f"A number or a decimal string, 0 to {MAX_PRICE}, at most two decimal places; as a string "
+            "only ASCII digits with an optional decimal point (no sign, exponent, spaces or leading zeros)."
+        ),
         examples=["12.50"],
-        # Litestar documents Decimal as a string only; the decoder takes JSON numbers as well.
-        extra_json_schema={"extra": {"type": ["string", "number"]}},
+        # Litestar would document a Decimal subclass as a string only; numbers are accepted too.
+        extra_json_schema={"extra": {"type": ["string", "number"], "pattern": PRICE_TEXT_PATTERN}},
     ),
 ]
 PublishDate = Annotated[date, Meta(description="ISO date, at most one year in the future.")]
@@ -62,7 +111,7 @@ SortField = Literal[
 ]
 
 
-def check_price(value: Decimal, field: str = "price") -> Decimal:
+def check_price(value: Decimal, field: str = "price") -> Price:
     """Return the price with two decimal places, or raise a field error."""
     if not value.is_finite():
         raise field_error(field, "must be a finite number")
@@ -72,7 +121,13 @@ def check_price(value: Decimal, field: str = "price") -> Decimal:
         raise field_error(field, f"must be <= {MAX_PRICE}")
     if value != value.quantize(_CENT):
         raise field_error(field, "must have at most two decimal places")
-    return value.quantize(_CENT)
+    return Price(value.quantize(_CENT))
+
+
+def _check_visible(value: str, field: str) -> str:
+    if not has_visible_character(value):
+        raise field_error(field, "must contain a visible character")
+    return value
 
 
 def _check_isbn(value: str) -> str:
@@ -106,6 +161,8 @@ class BookCreate(Struct, forbid_unknown_fields=True):
     price: PriceInput
 
     def __post_init__(self) -> None:
+        self.title = _check_visible(self.title, "title")
+        self.author = _check_visible(self.author, "author")
         self.isbn = _check_isbn(self.isbn)
         self.price = check_price(self.price)
         self.publish_date = _check_publish_date(self.publish_date)
@@ -121,6 +178,10 @@ class BookUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True):
     price: PriceInput | UnsetType = UNSET
 
     def __post_init__(self) -> None:
+        if self.title is not UNSET:
+            self.title = _check_visible(self.title, "title")
+        if self.author is not UNSET:
+            self.author = _check_visible(self.author, "author")
         if self.isbn is not UNSET:
             self.isbn = _check_isbn(self.isbn)
         if self.price is not UNSET:

@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 import asyncpg
 import msgspec
-from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import (
@@ -98,15 +97,26 @@ class ProblemDetails(msgspec.Struct, omit_defaults=True):
     errors: list[FieldError] | None = None
 
 
-def invalid_input(
-    connection: ASGIConnection[Any, Any, Any, Any], message: str, *, key: str | None, source: str
-) -> ValidationException:
+def invalid_input(message: str, *, key: str | None, source: str) -> ValidationException:
     """A 400 for one invalid input (``source``: ``body``, ``query``, ``path`` or ``header``),
     shaped like the errors Litestar raises when a request does not match a handler's types."""
-    return ValidationException(
-        detail=f"Validation failed for {connection.scope.get('method', '')} {connection.url.path}",
-        extra=[FieldError(message=message, key=key, source=source)],
-    )
+    error = FieldError(message=message, key=key, source=source)
+    return ValidationException(detail=_validation_detail([error]), extra=[error])
+
+
+def _validation_detail(errors: list[Any]) -> str:
+    # Names what failed, never the request: Litestar's "Validation failed for GET <url>" echoed
+    # the whole URL (query included) back; `errors` carries each message.
+    where: dict[str, None] = {}  # ordered and without repeats
+    for error in errors:
+        if isinstance(error, FieldError):
+            key, source = error.key, error.source
+        elif isinstance(error, dict):  # Litestar's own validation errors; `source` is an enum there
+            key, source = error.get("key"), getattr(error.get("source"), "value", error.get("source"))
+        else:
+            continue
+        where[f"`{key}` in the {source or 'request'}" if key else f"the {source or 'request'}"] = None
+    return f"Invalid input: {', '.join(where)}." if where else "Invalid input."
 
 
 def _problem(
@@ -131,7 +141,9 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
     if status >= HTTPStatus.INTERNAL_SERVER_ERROR and status != HTTPStatus.SERVICE_UNAVAILABLE:
         _logger.error("server error: %s", exc.detail, exc_info=exc)
         return _problem(status, "The server could not complete the request.")
-    return _problem(status, exc.detail, headers=exc.headers, extra=extra)
+    validation_errors = exc.extra if isinstance(exc, ValidationException) and isinstance(exc.extra, list) else None
+    detail = exc.detail if validation_errors is None else _validation_detail(validation_errors)
+    return _problem(status, detail, headers=exc.headers, extra=extra)
 
 
 def _from_domain_error(exc: DomainError) -> ProblemDetailsException:

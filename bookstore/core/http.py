@@ -1,9 +1,12 @@
 """Small HTTP building blocks Litestar leaves to the application: entity tags, preconditions,
-RFC 8288 pagination links and the JSON content-type check for request bodies."""
+RFC 8288 pagination links, the checks of JSON request bodies, canonical integers in paths, and
+HEAD and OPTIONS answered for every route."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from litestar import Litestar, Request
@@ -11,19 +14,25 @@ from litestar.datastructures import MutableScopeHeaders
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from bookstore.core.errors import UnsupportedMediaTypeError
+from bookstore.core.errors import UnsupportedMediaTypeError, invalid_input
+from bookstore.core.validation import parse_canonical_int
 
 __all__ = [
     "AllowHeaderForOptions",
+    "CanonicalPathIntegers",
+    "HeadAsGet",
     "etag_for_version",
     "if_match_versions",
     "is_json_media_type",
     "matches_if_none_match",
     "pagination_links",
     "require_json_body",
+    "require_utf8",
 ]
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+# The version column is a PostgreSQL integer.
+_MAX_VERSION = 2**31 - 1
 
 
 def etag_for_version(version: int) -> str:
@@ -58,8 +67,10 @@ def if_match_versions(header_value: str | None) -> list[int] | None:
         if tag == "*":
             return None
         inner = tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else ""
-        if inner.isascii() and inner.isdigit() and len(inner) <= 9:
-            versions.append(int(inner))
+        # Entity tags compare as text: only our own spelling of a version ("7", never "07") matches.
+        version = parse_canonical_int(inner, _MAX_VERSION)
+        if version is not None:
+            versions.append(version)
     return versions
 
 
@@ -84,14 +95,90 @@ def is_json_media_type(media_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
+def require_utf8(body: bytes) -> None:
+    """400 unless ``body`` is UTF-8, as JSON must be (RFC 8259 8.1).
+
+    msgspec raises ``UnicodeDecodeError``, not its ``DecodeError``, for invalid UTF-8 inside a
+    JSON string (msgspec#714), which Litestar does not catch: that was a 500 with a traceback.
+    """
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        raise invalid_input("must be UTF-8 encoded JSON", key=None, source="body") from None
+
+
 async def require_json_body(request: Request[Any, Any, Any]) -> None:
-    """``before_request`` hook: a body sent to a JSON route must be declared as JSON (else 415)."""
-    if request.method in _METHODS_WITH_BODY and not is_json_media_type(request.content_type[0]):
-        raise UnsupportedMediaTypeError("Send the request body as application/json.")
+    """``before_request`` hook: a body sent to a JSON route must be declared as JSON (else 415)
+    and be UTF-8 (else 400)."""
+    if request.method in _METHODS_WITH_BODY:
+        if not is_json_media_type(request.content_type[0]):
+            raise UnsupportedMediaTypeError("Send the request body as application/json.")
+        require_utf8(await request.body())
+
+
+class CanonicalPathIntegers:
+    """Route middleware: 400 for an integer path parameter not written canonically.
+
+    Litestar parses ``{name:int}`` with Python's ``int()``, which also takes ``+1``, ``01``,
+    ``0_1``, `` 1`` and ``1\\n`` (once percent-decoded) and other scripts' digits (U+0661
+    ARABIC-INDIC DIGIT ONE is 1), so one book had many URLs. The path segment must be the parsed
+    number's own text: per integer parameter one ``rsplit``, one ``str()`` and one comparison.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path_params: Mapping[str, object] = scope["path_params"]
+        if path_params:
+            path, path_template = scope["path"], scope["path_template"]
+            for name, value in path_params.items():
+                if type(value) is int and path.rsplit("/", _segments_from_end(path_template, name))[1] != str(value):
+                    raise invalid_input(
+                        "must be written with ASCII digits only (no sign, spaces or leading zeros)",
+                        key=name,
+                        source="path",
+                    )
+        await self.app(scope, receive, send)
+
+
+@lru_cache(maxsize=256)
+def _segments_from_end(path_template: str, name: str) -> int:
+    """Where ``{name}`` is in a route's path, counted from the end (the last segment is 1)."""
+    segments = path_template.split("/")
+    return len(segments) - segments.index(f"{{{name}}}")
+
+
+class HeadAsGet:
+    """Answer ``HEAD`` on every GET route like ``GET``, without the body (RFC 9110 9.3.2).
+
+    Litestar 2 routes HEAD only to handlers declared for it (405 otherwise), and refuses HEAD on
+    a handler whose response has a body. This wraps the app's ASGI handler, ahead of routing:
+    a HEAD request is routed, authenticated, rate limited and answered as a GET, with the same
+    status and headers (``Content-Length`` included, as RFC 9110 allows), and the body dropped.
+    Any other request costs one comparison. It takes over HEAD entirely: a route's own HEAD
+    handler would never be reached (none has one).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app(cast("Scope", {**scope, "method": "GET"}), receive, send_without_body)
 
 
 class AllowHeaderForOptions:
-    """ASGI middleware: answer ``OPTIONS`` with every method of the path in ``Allow``.
+    """ASGI middleware: answer ``OPTIONS`` with every method of the path in ``Allow`` (HEAD too
+    wherever there is GET, see :class:`HeadAsGet`).
 
     Litestar 2.x builds the automatic OPTIONS handler from only part of a path's handlers when
     a controller declares them separately (litestar#4169, fixed in 3.0), e.g. ``OPTIONS
@@ -106,7 +193,7 @@ class AllowHeaderForOptions:
     def _allow_for(self, litestar_app: Litestar, path_template: str) -> str | None:
         if self._allow_by_path is None:
             self._allow_by_path = {
-                route.path_format: ", ".join(sorted(route.methods))
+                route.path_format: ", ".join(sorted(route.methods | ({"HEAD"} if "GET" in route.methods else set())))
                 for route in litestar_app.routes
                 if isinstance(route, HTTPRoute)
             }

@@ -16,12 +16,14 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import Token
 
 from bookstore.core.errors import AuthenticationError
+from bookstore.core.validation import parse_canonical_int
 
 __all__ = [
     "ACCESS",
     "ALGORITHM",
     "AUDIENCE",
     "ISSUER",
+    "MAX_USER_ID",
     "REFRESH",
     "REQUIRED_CLAIMS",
     "BookstoreToken",
@@ -36,6 +38,8 @@ ALGORITHM = "HS256"
 ISSUER = "bookstore"
 AUDIENCE = "bookstore-api"
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "iss", "aud", "typ", "sid")
+# app_user.id is a PostgreSQL serial, i.e. an integer.
+MAX_USER_ID = 2**31 - 1
 
 
 # Verified tokens by (secret, algorithm, audience, issuer, claims, token): clients send the same
@@ -152,10 +156,15 @@ class TokenCodec:
 
 
 def token_identity(token: BookstoreToken) -> tuple[int, UUID] | None:
-    """The (user id, session id) a token names, or None if either claim is malformed."""
-    if not (token.sub.isascii() and token.sub.isdigit()):
+    """The (user id, session id) a token names, or None if either claim is malformed.
+
+    A ``sub`` that is not the canonical text of a possible user id (e.g. beyond the id column's
+    range, which PostgreSQL would refuse with an error) makes the token invalid: 401, not 400.
+    """
+    user_id = parse_canonical_int(token.sub, MAX_USER_ID)
+    if user_id is None:
         return None
     try:
-        return int(token.sub), UUID(token.sid)
+        return user_id, UUID(token.sid)
     except ValueError:
         return None

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pytest
 
 from bookstore.accounts.tables import RefreshTokenTable, UserTable
+from bookstore.core.tokens import ACCESS, ALGORITHM, AUDIENCE, ISSUER, BookstoreToken
+from tests.conftest import TEST_SECRET
 from tests.helpers import PASSWORD, Account, ApiClient, assert_problem, bearer, unique_email
 
 REGISTER = "/api/v1/auth/register"
@@ -270,6 +273,14 @@ async def test_patch_me_to_a_taken_email_conflicts(client: ApiClient) -> None:
     assert_problem(response, 409)
 
 
+@pytest.mark.parametrize("body", [{}, {"current_password": PASSWORD}])
+async def test_profile_change_that_changes_nothing_is_rejected(client: ApiClient, body: dict[str, str]) -> None:
+    account = await client.account()
+    problem = assert_problem(await client.patch(ME, json=body, headers=account.headers), 400)
+    assert problem["errors"][0]["source"] == "body"
+    assert (await client.get(ME, headers=account.headers)).json()["email"] == account.email
+
+
 async def test_password_change_needs_the_current_password(client: ApiClient) -> None:
     account = await client.account()
     missing = await client.patch(ME, json={"password": "a brand new password"}, headers=account.headers)
@@ -308,6 +319,16 @@ async def test_deactivated_user_access_token_stops_working_at_once(client: ApiCl
     account = await client.account()
     await UserTable.update({UserTable.active: False}).where(UserTable.id == account.id)
     assert_problem(await client.get(ME, headers=account.headers), 401)
+
+
+@pytest.mark.parametrize("sub", ["9" * 40, "2147483648", "01", "+1"])
+async def test_validly_signed_token_naming_no_possible_user_is_unauthorized(client: ApiClient, sub: str) -> None:
+    # Used to reach PostgreSQL, which refused the out-of-range id: a 400 instead of a 401.
+    now = datetime.now(UTC)
+    token = BookstoreToken(
+        sub=sub, exp=now + timedelta(minutes=5), jti="j", iss=ISSUER, aud=AUDIENCE, typ=ACCESS, sid=str(uuid4())
+    ).encode(TEST_SECRET, ALGORITHM)
+    assert_problem(await client.get(ME, headers=bearer(token)), 401)
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])

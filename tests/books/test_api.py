@@ -64,6 +64,19 @@ async def test_get_with_current_if_none_match_is_not_modified(client: ApiClient)
     assert stale.status_code == 200
 
 
+async def test_head_of_a_book_is_its_get_without_the_body(client: ApiClient) -> None:
+    account = await client.account()
+    created = await client.create_book(account)
+    got = await client.get(book_url(created["id"]))
+    head = await client.head(book_url(created["id"]))
+    assert head.status_code == 200
+    assert head.content == b""
+    for name in ("etag", "content-type", "content-length"):
+        assert head.headers[name] == got.headers[name], name
+    missing = await client.head(book_url(999))
+    assert (missing.status_code, missing.content) == (404, b"")
+
+
 async def test_unknown_book_is_not_found(client: ApiClient) -> None:
     assert_problem(await client.get(book_url(123456)), 404)
 
@@ -171,7 +184,7 @@ async def test_if_match_star_or_a_list_containing_the_current_tag_allows_the_wri
     assert (await client.delete(book_url(created["id"]), headers=headers)).status_code == 204
 
 
-@pytest.mark.parametrize("if_match", ['W/"1"', "1", "garbage", '""'])
+@pytest.mark.parametrize("if_match", ['W/"1"', "1", "garbage", '""', '"01"', '"+1"'])
 async def test_weak_or_malformed_if_match_never_matches(client: ApiClient, if_match: str) -> None:
     account = await client.account()
     created = await client.create_book(account)
@@ -372,6 +385,26 @@ async def test_offset_past_the_end_gives_an_empty_page(client: ApiClient, catalo
     assert response.json()["items"] == []
     assert response.json()["total"] == 5
     assert 'rel="prev"' in response.headers["link"]
+
+
+@pytest.mark.parametrize(
+    ("price", "stored"), [(12, "12.00"), (12.5, "12.50"), ("12", "12.00"), ("0.5", "0.50"), ("0", "0.00")]
+)
+async def test_price_is_a_json_number_or_a_canonical_decimal_string(
+    client: ApiClient, price: object, stored: str
+) -> None:
+    account = await client.account()
+    assert (await client.create_book(account, price=price))["price"] == stored
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["\U0001f469\u200d\U0001f4bb Hackers", "\u200f\u05e9\u05dc\u05d5\u05dd\u200f", "a\u200bb"],
+    ids=["emoji ZWJ sequence", "Hebrew with right-to-left marks", "zero width space between letters"],
+)
+async def test_text_with_format_characters_and_a_visible_one_round_trips(client: ApiClient, title: str) -> None:
+    account = await client.account()
+    assert (await client.create_book(account, title=title))["title"] == title
 
 
 async def test_publish_date_up_to_a_year_ahead_is_accepted(client: ApiClient) -> None:
