@@ -38,7 +38,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     docs_enabled: bool = True
     db_pool_min_size: Annotated[int, Meta(ge=1, le=100)] = 2
     db_pool_max_size: Annotated[int, Meta(ge=1, le=100)] = 10
-    db_command_timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 30.0
+    # Every wait on PostgreSQL is bounded; past a bound the request gets 503 (see README,
+    # "Failure behaviour"). statement_timeout stops a slow statement in the server; the command
+    # timeout, meant to be longer, is the client's bound for a server that does not answer.
+    db_connect_timeout_seconds: Annotated[float, Meta(gt=0, le=60)] = 2.0
+    db_acquire_timeout_seconds: Annotated[float, Meta(gt=0, le=60)] = 2.0
+    db_statement_timeout_seconds: Annotated[float, Meta(ge=0.001, le=300)] = 3.0
+    db_command_timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 5.0
+    readiness_timeout_seconds: Annotated[float, Meta(gt=0, le=30)] = 1.0
     # OWASP's recommended argon2id minimum (19 MiB, 2 passes, 1 lane): ~15 ms per hash on one
     # core. RFC 9106's 64 MiB profile took ~80 ms of both cores and 64 MiB of every worker's peak
     # memory per login; raise these where logins are rare and memory is plenty.
@@ -46,6 +53,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     argon2_memory_cost_kib: Annotated[int, Meta(ge=8 * 1024, le=1024 * 1024)] = 19 * 1024
     argon2_parallelism: Annotated[int, Meta(ge=1, le=16)] = 1
     max_request_body_bytes: Annotated[int, Meta(ge=1024, le=10 * 1024 * 1024)] = 64 * 1024
+    # The whole body must arrive within this long once the app starts reading it (else 408).
+    body_read_timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    # Passed to Granian by `bookstore serve`: the time allowed for a request head (hyper also
+    # closes keep-alive connections idle this long), the connections each worker holds open at
+    # once (further ones wait in the listen backlog), and that backlog.
+    header_read_timeout_seconds: Annotated[float, Meta(ge=0.001, le=60)] = 30.0
+    max_connections_per_worker: Annotated[int, Meta(ge=1, le=65536)] = 1024
+    listen_backlog: Annotated[int, Meta(ge=128, le=65535)] = 1024
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     redis_url: str | None = None
     redis_timeout_seconds: Annotated[float, Meta(gt=0, le=5)] = 0.25
@@ -89,11 +104,19 @@ _ENV_FIELDS = {
     "BOOKSTORE_DOCS_ENABLED": "docs_enabled",
     "BOOKSTORE_DB_POOL_MIN_SIZE": "db_pool_min_size",
     "BOOKSTORE_DB_POOL_MAX_SIZE": "db_pool_max_size",
+    "BOOKSTORE_DB_CONNECT_TIMEOUT_SECONDS": "db_connect_timeout_seconds",
+    "BOOKSTORE_DB_ACQUIRE_TIMEOUT_SECONDS": "db_acquire_timeout_seconds",
+    "BOOKSTORE_DB_STATEMENT_TIMEOUT_SECONDS": "db_statement_timeout_seconds",
     "BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS": "db_command_timeout_seconds",
+    "BOOKSTORE_READINESS_TIMEOUT_SECONDS": "readiness_timeout_seconds",
     "BOOKSTORE_ARGON2_TIME_COST": "argon2_time_cost",
     "BOOKSTORE_ARGON2_MEMORY_COST_KIB": "argon2_memory_cost_kib",
     "BOOKSTORE_ARGON2_PARALLELISM": "argon2_parallelism",
     "BOOKSTORE_MAX_REQUEST_BODY_BYTES": "max_request_body_bytes",
+    "BOOKSTORE_BODY_READ_TIMEOUT_SECONDS": "body_read_timeout_seconds",
+    "BOOKSTORE_HEADER_READ_TIMEOUT_SECONDS": "header_read_timeout_seconds",
+    "BOOKSTORE_MAX_CONNECTIONS_PER_WORKER": "max_connections_per_worker",
+    "BOOKSTORE_LISTEN_BACKLOG": "listen_backlog",
     "BOOKSTORE_LOG_LEVEL": "log_level",
     "REDIS_URL": "redis_url",
     "BOOKSTORE_REDIS_TIMEOUT_SECONDS": "redis_timeout_seconds",

@@ -33,7 +33,11 @@ def test_defaults_with_only_a_secret() -> None:
     assert settings.docs_enabled is True
     assert settings.db_pool_min_size == 2
     assert settings.db_pool_max_size == 10
-    assert settings.db_command_timeout_seconds == 30.0
+    assert settings.db_connect_timeout_seconds == 2.0
+    assert settings.db_acquire_timeout_seconds == 2.0
+    assert settings.db_statement_timeout_seconds == 3.0
+    assert settings.db_command_timeout_seconds == 5.0
+    assert settings.readiness_timeout_seconds == 1.0
     assert settings.argon2_time_cost == 2
     assert settings.argon2_memory_cost_kib == 19 * 1024
     assert settings.argon2_parallelism == 1
@@ -259,6 +263,20 @@ def test_argon2_memory_cost_below_the_minimum_is_rejected(tmp_path: Path) -> Non
 def test_non_positive_command_timeout_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS"):
         load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS="0"))
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "BOOKSTORE_DB_CONNECT_TIMEOUT_SECONDS",
+        "BOOKSTORE_DB_ACQUIRE_TIMEOUT_SECONDS",
+        "BOOKSTORE_DB_STATEMENT_TIMEOUT_SECONDS",
+        "BOOKSTORE_READINESS_TIMEOUT_SECONDS",
+    ],
+)
+def test_non_positive_database_timeouts_are_rejected(tmp_path: Path, variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, **{variable: "0"}))
 
 
 def test_settings_error_is_a_value_error() -> None:
