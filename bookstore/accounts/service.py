@@ -158,7 +158,7 @@ _AUTHENTICATE = (
 
 async def authenticate_session(user_id: int, session_id: UUID) -> CurrentUser | None:
     """The caller of an access token, or None if the user or the session is gone (one query)."""
-    row = await fetch_one(_AUTHENTICATE, session_id, user_id)
+    row = await fetch_one(_AUTHENTICATE, session_id, user_id, read_only=True)
     if row is None:
         return None
     return CurrentUser(id=row["id"], email=row["email"], is_admin=row["admin"], session_id=str(session_id))

@@ -21,7 +21,10 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 
+from bookstore.core.database import DATABASE_UNAVAILABLE_ERRORS, describe_error, outage_cause
+
 __all__ = [
+    "DATABASE_RETRY_AFTER_SECONDS",
     "AuthenticationError",
     "ConflictError",
     "DomainError",
@@ -39,6 +42,9 @@ __all__ = [
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _logger = logging.getLogger("bookstore.errors")
+# Seconds a client is asked to wait after a 503 for an unavailable database: about what a
+# PostgreSQL restart or failover takes.
+DATABASE_RETRY_AFTER_SECONDS = "5"
 
 
 class DomainError(Exception):
@@ -157,6 +163,24 @@ def _from_data_error(exc: asyncpg.DataError) -> ProblemDetailsException:
     return _problem(HTTPStatus.BAD_REQUEST, "A value is out of the range the service accepts.")
 
 
+def _from_database_unavailable(exc: Exception) -> ProblemDetailsException:
+    # One line per failed request, no traceback: during an outage they all fail alike.
+    _logger.error("database unavailable: %s", describe_error(exc))
+    return _problem(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "The database is unavailable; retry after the number of seconds in Retry-After.",
+        headers={"Retry-After": DATABASE_RETRY_AFTER_SECONDS},
+    )
+
+
+def _from_interface_error(exc: asyncpg.InterfaceError) -> ProblemDetailsException:
+    # Raised by a clean-up (a rollback) on a connection that had just died: the outage is the news.
+    cause = outage_cause(exc)
+    if isinstance(cause, Exception):
+        return _from_database_unavailable(cause)
+    return _from_unexpected(exc)
+
+
 def _from_recursion_error(exc: RecursionError) -> ProblemDetailsException:
     # msgspec raises RecursionError (not a DecodeError) on absurdly nested JSON.
     return _problem(HTTPStatus.BAD_REQUEST, "The JSON document is nested too deeply.")
@@ -174,6 +198,8 @@ def create_problem_details_plugin() -> ProblemDetailsPlugin:
                 HTTPException: _from_http_exception,
                 DomainError: _from_domain_error,
                 asyncpg.DataError: _from_data_error,
+                **dict.fromkeys(DATABASE_UNAVAILABLE_ERRORS, _from_database_unavailable),
+                asyncpg.InterfaceError: _from_interface_error,
                 RecursionError: _from_recursion_error,
                 Exception: _from_unexpected,
             }

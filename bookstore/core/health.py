@@ -9,7 +9,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 
 from bookstore.core.database import ping_database
-from bookstore.core.errors import ServiceUnavailableError, problem_responses
+from bookstore.core.errors import DATABASE_RETRY_AFTER_SECONDS, ServiceUnavailableError, problem_responses
 from bookstore.core.openapi import PUBLIC
 from bookstore.core.ratelimit import RateLimiter, StoreStatus
 
@@ -55,7 +55,9 @@ class HealthController(Controller):
     )
     async def ready(self, rate_limiter: NamedDependency[RateLimiter]) -> Readiness:
         if not await ping_database():
-            raise ServiceUnavailableError("The database is unreachable.", headers={"Retry-After": "5"})
+            raise ServiceUnavailableError(
+                "The database is unreachable.", headers={"Retry-After": DATABASE_RETRY_AFTER_SECONDS}
+            )
         return Readiness(
             status="ok",
             rate_limit_store=await rate_limiter.store.status(),
