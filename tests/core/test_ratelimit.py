@@ -1,18 +1,24 @@
 """Rate limiting in one process against a real Redis: limits, headers, identities, auth limits,
-trusted proxies and the failure policy when Redis goes away."""
+trusted proxies and the failure policy when Redis goes away or hangs."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from bookstore.core.errors import ServiceUnavailableError
 from bookstore.core.ratelimit import (
+    LOGIN_POLICY,
     ClientIdentity,
     CountingRedisStore,
+    RateLimiter,
+    RateLimitPolicy,
     RateLimitUnavailableError,
     create_rate_limit_store,
 )
@@ -30,6 +36,12 @@ def assert_limited(response: httpx.Response) -> None:
     assert_problem(response, 429)
     assert int(response.headers["retry-after"]) >= 1
     assert response.headers["ratelimit-remaining"] == "0"
+
+
+async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await request
+    return response, time.monotonic() - started
 
 
 async def statuses(client: ApiClient, count: int, method: str = "GET", path: str = BOOKS, **kwargs: Any) -> list[int]:
@@ -178,19 +190,55 @@ async def test_redis_outage_serves_reads_refuses_auth_and_recovers(
     assert (await client.post(LOGIN, json={"email": account.email, "password": PASSWORD})).status_code == 200
 
 
-async def test_a_hung_redis_does_not_hang_requests(make_client: MakeClient, disposable_redis: RedisProcess) -> None:
+async def test_a_hung_redis_costs_reads_at_most_its_timeout_and_refuses_logins(
+    make_client: MakeClient, disposable_redis: RedisProcess
+) -> None:
     import redis
 
-    client = await make_client(redis_url=disposable_redis.url, redis_timeout_seconds=0.1)
-    assert (await client.get(BOOKS)).status_code == 200
-    pauser = redis.Redis(host="127.0.0.1", port=disposable_redis.port)
+    timeout = 0.2
+    client = await make_client(redis_url=disposable_redis.url, redis_timeout_seconds=timeout)
+    account = await client.account()
+    assert (await client.get(BOOKS)).headers["ratelimit-limit"]
+    pauser = redis.Redis(host="127.0.0.1", port=disposable_redis.port, socket_timeout=10)
     try:
+        # Redis keeps accepting connections but answers nothing for 3 s; the requests below take
+        # ~1 s. (Redis 7.0 blocks even CLIENT UNPAUSE during a pause of ALL commands.)
         pauser.execute_command("CLIENT", "PAUSE", "3000", "ALL")
-        assert (await client.get(BOOKS)).status_code == 200
-        assert_problem(await client.post(LOGIN, json={"email": unique_email(), "password": PASSWORD}), 503)
+        reads = [await timed(client.get(BOOKS)) for _ in range(3)]
+        reads.append(await timed(client.get("/api/v1/users/me", headers=account.headers)))
+        login, login_elapsed = await timed(client.post(LOGIN, json={"email": account.email, "password": PASSWORD}))
+        assert pauser.ping()  # answered when the pause is over
     finally:
-        pauser.execute_command("CLIENT", "UNPAUSE")
         pauser.close()
+    for response, elapsed in reads:
+        assert response.status_code == 200
+        assert "ratelimit-limit" not in response.headers  # served unlimited
+        assert elapsed < timeout + 0.5
+    assert_problem(login, 503)
+    assert login.headers["retry-after"] == "5"
+    assert login_elapsed < timeout + 0.5
+    assert (await client.post(LOGIN, json={"email": account.email, "password": PASSWORD})).status_code == 200
+
+
+async def test_refused_logins_log_one_error_per_interval_with_a_count(
+    disposable_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [100.0]
+    store = create_rate_limit_store(disposable_redis.url, 0.2)
+    policy = RateLimitPolicy(LOGIN_POLICY, 5, 60, fail_closed=True, client_ip_only=True)
+    limiter = RateLimiter([policy], ClientIdentity((), lambda token: None), store, enabled=True, clock=lambda: now[0])
+    disposable_redis.stop()
+    async with store:
+        with caplog.at_level(logging.ERROR, logger="bookstore.ratelimit"):
+            for seconds_later in (0, 1, 9, 10, 11):
+                now[0] = 100.0 + seconds_later
+                with pytest.raises(ServiceUnavailableError):
+                    await limiter.consume(LOGIN_POLICY, "203.0.113.1")
+    errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "refusing login (1 refused so far)" in errors[0]
+    assert "refusing login (4 refused so far)" in errors[1]
+    assert limiter.fail_closed_count == 5
 
 
 async def test_an_authenticated_request_costs_one_redis_call_and_one_auth_query(

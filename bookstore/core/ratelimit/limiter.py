@@ -3,7 +3,8 @@
 The window starts with a client's first request; ``RateLimit-Reset`` and ``Retry-After`` say when
 it ends. When the store is unreachable a policy either fails open (the request is served, a
 warning is logged at most every few seconds and the request counted) or fails closed (503):
-reads and writes fail open, login and registration fail closed.
+reads and writes fail open, login and registration fail closed (503, logged as an error at
+most every few seconds, with the number refused so far).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ API_POLICY = "api"
 LOGIN_POLICY = "login"
 LOGIN_EMAIL_POLICY = "login-email"
 REGISTER_POLICY = "register"
-_WARN_EVERY_SECONDS = 10.0
+# While Redis is away every request would log the same line; one per interval says it all.
+_LOG_EVERY_SECONDS = 10.0
 _logger = logging.getLogger("bookstore.ratelimit")
 
 
@@ -81,7 +83,13 @@ class RateLimiter:
     """Counts hits of named policies in ``store``; ``enabled=False`` counts nothing."""
 
     def __init__(
-        self, policies: Sequence[RateLimitPolicy], identity: ClientIdentity, store: CountingStore, *, enabled: bool
+        self,
+        policies: Sequence[RateLimitPolicy],
+        identity: ClientIdentity,
+        store: CountingStore,
+        *,
+        enabled: bool,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policies = {policy.name: policy for policy in policies}
         self.identity = identity
@@ -89,7 +97,10 @@ class RateLimiter:
         self.enabled = enabled
         self.fail_open_count = 0
         """Requests served unlimited because the store was unreachable."""
-        self._last_fail_open_warning = float("-inf")
+        self.fail_closed_count = 0
+        """Requests refused (503) because the store was unreachable."""
+        self._clock = clock
+        self._last_logged = {"fail_open": float("-inf"), "fail_closed": float("-inf")}
 
     @classmethod
     def from_settings(cls, settings: Settings, user_of_token: Callable[[str], int | None]) -> RateLimiter:
@@ -123,7 +134,7 @@ class RateLimiter:
             window = await self.store.hit(f"{policy.name}:{key}", policy.window_seconds)
         except RateLimitUnavailableError as error:
             if policy.fail_closed:
-                _logger.error("rate limit store unreachable, refusing %s: %s", policy.name, error)
+                self._refuse(policy, error)
                 raise ServiceUnavailableError(
                     "This operation is temporarily unavailable; try again shortly.", headers={"Retry-After": "5"}
                 ) from None
@@ -139,9 +150,25 @@ class RateLimiter:
 
     def _serve_unlimited(self, error: RateLimitUnavailableError) -> None:
         self.fail_open_count += 1
-        now = time.monotonic()
-        if now - self._last_fail_open_warning >= _WARN_EVERY_SECONDS:  # one line, not one per request
-            self._last_fail_open_warning = now
+        if self._due("fail_open"):
             _logger.warning(
                 "rate limit store unreachable, serving unlimited (%d so far): %s", self.fail_open_count, error
             )
+
+    def _refuse(self, policy: RateLimitPolicy, error: RateLimitUnavailableError) -> None:
+        self.fail_closed_count += 1
+        if self._due("fail_closed"):
+            _logger.error(
+                "rate limit store unreachable, refusing %s (%d refused so far): %s",
+                policy.name,
+                self.fail_closed_count,
+                error,
+            )
+
+    def _due(self, event: str) -> bool:
+        """True, and the interval restarts, when ``event`` was last logged an interval ago or more."""
+        now = self._clock()
+        if now - self._last_logged[event] < _LOG_EVERY_SECONDS:
+            return False
+        self._last_logged[event] = now
+        return True
