@@ -20,6 +20,7 @@ from litestar_granian import GranianPlugin
 from bookstore.accounts.auth import create_jwt_auth
 from bookstore.accounts.controller import AuthController, UsersController
 from bookstore.books.controller import BooksController
+from bookstore.core.connections import RequestBodyGuard
 from bookstore.core.database import close_pool, open_pool
 from bookstore.core.errors import create_problem_details_plugin
 from bookstore.core.health import HealthController
@@ -116,6 +117,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     # Ahead of routing, which Litestar offers no hook for: it would answer HEAD with 405.
     app.asgi_handler = HeadAsGet(app.asgi_handler)
+    # Around everything, the router's exception handler included: early answers raised by auth, the
+    # rate limiter or routing are sent from there, and must go out through the guard's `send`.
+    app.asgi_handler = RequestBodyGuard(
+        app.asgi_handler, read_timeout=settings.body_read_timeout_seconds, drain_limit=settings.max_request_body_bytes
+    )
     return app
 
 

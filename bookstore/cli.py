@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import resource
 import signal
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,15 @@ from bookstore.settings import Settings, SettingsError, load_settings
 __all__ = ["main"]
 
 APP_FACTORY = "bookstore.app:create_app"
+# Open files a worker needs besides its client connections: database pool, Redis, logs, modules.
+_FILE_HEADROOM = 256
+# `serve` options that override a setting for this run, by the setting's environment variable.
+_SERVE_OVERRIDES = {
+    "header_read_timeout": "BOOKSTORE_HEADER_READ_TIMEOUT_SECONDS",
+    "body_read_timeout": "BOOKSTORE_BODY_READ_TIMEOUT_SECONDS",
+    "max_connections": "BOOKSTORE_MAX_CONNECTIONS_PER_WORKER",
+    "backlog": "BOOKSTORE_LISTEN_BACKLOG",
+}
 
 
 def _settings() -> Settings:
@@ -65,6 +75,26 @@ def _browsable_host(host: str) -> str:
     return f"[{host}]" if address.version == 6 else host
 
 
+def _raise_open_file_limit(connections: int) -> bool:
+    """Raise the soft limit on open files (the workers inherit it) to fit ``connections`` client
+    sockets per worker, as far as the hard limit allows; return whether they fit now.
+
+    A worker out of file descriptors cannot accept: the connections it would hold wait in the
+    backlog instead, and Granian retries the accept at once, again and again.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _FILE_HEADROOM
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return True
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    return raised >= wanted
+
+
+def _setting_default(field: str) -> object:
+    return next(item.default for item in msgspec.structs.fields(Settings) if item.name == field)
+
+
 def _migrate() -> None:
     from bookstore.core.database import apply_migrations
 
@@ -81,11 +111,38 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Granian worker processes.")
-def serve(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--header-read-timeout",
+    type=float,
+    help="Seconds a client has to send a request's headers; also the keep-alive idle timeout "
+    f"[default: BOOKSTORE_HEADER_READ_TIMEOUT_SECONDS or {_setting_default('header_read_timeout_seconds')}].",
+)
+@click.option(
+    "--body-read-timeout",
+    type=float,
+    help="Seconds a client has to send a whole request body (else 408) "
+    f"[default: BOOKSTORE_BODY_READ_TIMEOUT_SECONDS or {_setting_default('body_read_timeout_seconds')}].",
+)
+@click.option(
+    "--max-connections",
+    type=int,
+    help="Client connections each worker holds open at once; more wait in the backlog "
+    f"[default: BOOKSTORE_MAX_CONNECTIONS_PER_WORKER or {_setting_default('max_connections_per_worker')}].",
+)
+@click.option(
+    "--backlog",
+    type=int,
+    help="Connections the listening socket queues for the workers "
+    f"[default: BOOKSTORE_LISTEN_BACKLOG or {_setting_default('listen_backlog')}].",
+)
+def serve(host: str, port: int, workers: int, **overrides: float | int | None) -> None:
     """Apply pending migrations, then serve the API with Granian."""
     from litestar.cli.main import litestar_group
 
+    # Through the environment, so that the workers' own settings see them and one place validates.
+    os.environ.update({_SERVE_OVERRIDES[name]: str(value) for name, value in overrides.items() if value is not None})
     settings = _settings()
+    enough_files = _raise_open_file_limit(settings.max_connections_per_worker)
     with _database(settings) as url:
         _migrate()
         where = "embedded PostgreSQL in " + str(settings.data_dir) if not settings.database_url else "DATABASE_URL"
@@ -100,6 +157,13 @@ def serve(host: str, port: int, workers: int) -> None:
             click.echo("Limits:   counted in Redis, shared by every worker and instance")
         else:
             click.echo("Limits:   counted per worker process (set REDIS_URL to share them)")
+        click.echo(
+            f"Clients:  up to {settings.max_connections_per_worker} connections per worker, headers within "
+            f"{settings.header_read_timeout_seconds:g} s, bodies within {settings.body_read_timeout_seconds:g} s"
+        )
+        if not enough_files:
+            soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            click.echo(f"Warning:  the open-file limit ({soft_limit}) is too low for that; raise `ulimit -n`")
         # litestar-granian's `run` supervises the Granian workers and forwards signals to them.
         litestar_group.main(
             args=[
@@ -114,6 +178,12 @@ def serve(host: str, port: int, workers: int) -> None:
                 str(workers),
                 "--workers-kill-timeout",
                 "20",
+                "--http1-header-read-timeout",
+                str(max(1, round(settings.header_read_timeout_seconds * 1000))),
+                "--backpressure",
+                str(settings.max_connections_per_worker),
+                "--backlog",
+                str(settings.listen_backlog),
                 # HTTP/1.1 only and no WebSockets: the API has no sockets and sits behind proxies
                 # speaking HTTP/1.1; skipping the protocol detection saves ~3 % per request.
                 "--http",
