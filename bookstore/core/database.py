@@ -257,26 +257,24 @@ async def fetch_one(sql: str, *args: object, read_only: bool = False) -> asyncpg
     statement changes nothing, so it is run once more if its connection dies under it (a write
     is never repeated: it may have been committed).
     """
-    try:
-        row: asyncpg.Record | None = await _pool().run(sql, args, one_row=True)
-    except _CONNECTION_LOST as error:
-        if not read_only:
-            raise
-        _logger.warning("connection lost under a read, running it again: %s", describe_error(error))
-        row = await _pool().run(sql, args, one_row=True)
+    row: asyncpg.Record | None = await _run(sql, args, one_row=True, read_only=read_only)
     return row
 
 
 async def fetch_all(sql: str, *args: object, read_only: bool = False) -> list[asyncpg.Record]:
     """All rows of a parameterised statement, like :func:`fetch_one`."""
+    rows: list[asyncpg.Record] = await _run(sql, args, one_row=False, read_only=read_only)
+    return rows
+
+
+async def _run(sql: str, args: tuple[object, ...], *, one_row: bool, read_only: bool) -> Any:
     try:
-        rows: list[asyncpg.Record] = await _pool().run(sql, args, one_row=False)
+        return await _pool().run(sql, args, one_row=one_row)
     except _CONNECTION_LOST as error:
         if not read_only:
             raise
         _logger.warning("connection lost under a read, running it again: %s", describe_error(error))
-        rows = await _pool().run(sql, args, one_row=False)
-    return rows
+        return await _pool().run(sql, args, one_row=one_row)
 
 
 async def close_pool() -> None:
