@@ -41,6 +41,8 @@ Password = Annotated[
 ]
 # What a login may carry: anything short enough; the credential check decides the rest.
 LoginSecret = Annotated[str, Meta(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
+# A login name is looked up in PostgreSQL, whose text cannot hold NUL: refused here, by name.
+LoginName = Annotated[str, Meta(min_length=1, max_length=MAX_EMAIL_LENGTH + 64, pattern=r"^[^\x00]*$")]
 
 
 def _normalised_email(value: str, field: str) -> str:
@@ -63,14 +65,14 @@ class Credentials(Struct, forbid_unknown_fields=True):
 class LoginRequest(Struct, forbid_unknown_fields=True):
     """JSON login body."""
 
-    email: Annotated[str, Meta(min_length=1, max_length=MAX_EMAIL_LENGTH + 64)]
+    email: LoginName
     password: LoginSecret
 
 
 class LoginForm(Struct):
     """The OAuth2 password grant (``application/x-www-form-urlencoded``) used by the docs UI."""
 
-    username: Annotated[str, Meta(min_length=1, max_length=MAX_EMAIL_LENGTH + 64)]
+    username: LoginName
     password: LoginSecret
     grant_type: Literal["password"] = "password"
     scope: str = ""

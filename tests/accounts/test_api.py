@@ -355,3 +355,21 @@ async def test_profile_change_of_an_account_deleted_meanwhile_is_unauthorized(cl
     await service.delete_user(caller)
     with pytest.raises(AuthenticationError):
         await service.change_profile(caller, UserUpdate(email="new@example.com"))
+
+
+@pytest.mark.parametrize(
+    ("content", "body"),
+    [
+        ("json", {"email": "reader@example.com\u0000", "password": PASSWORD}),
+        ("form", {"username": "reader@example.com\u0000", "password": PASSWORD}),
+    ],
+)
+async def test_a_nul_in_the_login_name_is_refused_naming_the_field(
+    client: ApiClient, content: str, body: dict[str, str]
+) -> None:
+    if content == "json":
+        response = await client.post("/api/v1/auth/login", json=body)
+    else:
+        response = await client.post("/api/v1/auth/login", data=body)
+    problem = assert_problem(response, 400)
+    assert problem["errors"][0]["key"] in {"email", "username"}
