@@ -21,6 +21,7 @@ from bookstore.accounts.auth import create_jwt_auth
 from bookstore.accounts.controller import AuthController, UsersController
 from bookstore.books.controller import BooksController
 from bookstore.core.connections import RequestBodyGuard
+from bookstore.core.cursors import CursorSigner
 from bookstore.core.database import close_pool, open_pool
 from bookstore.core.errors import create_problem_details_plugin
 from bookstore.core.health import HealthController
@@ -92,15 +93,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     jwt_auth = create_jwt_auth(codec, exclude=_DOCS_AND_PROBES)
 
+    page_cursors = CursorSigner(settings.secret_key, settings.page_cursor_ttl_seconds)
+
     def provide_codec() -> TokenCodec:
         return codec
+
+    def provide_page_cursors() -> CursorSigner:
+        return page_cursors
 
     app = Litestar(
         route_handlers=[AuthController, UsersController, BooksController, HealthController],
         on_app_init=[jwt_auth.on_app_init],
         on_startup=[partial(open_pool, settings), _tune_garbage_collector],
         on_shutdown=[close_pool],
-        dependencies={"codec": Provide(provide_codec, sync_to_thread=False, use_cache=True)},
+        dependencies={
+            "codec": Provide(provide_codec, sync_to_thread=False, use_cache=True),
+            "page_cursors": Provide(provide_page_cursors, sync_to_thread=False, use_cache=True),
+        },
         plugins=[
             RateLimitPlugin(RateLimiter.from_settings(settings, codec.user_id_of), exclude=_DOCS_AND_PROBES),
             create_problem_details_plugin(),

@@ -36,6 +36,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     access_token_ttl_seconds: Annotated[int, Meta(ge=60, le=24 * 3600)] = 15 * 60
     refresh_token_ttl_seconds: Annotated[int, Meta(ge=3600, le=90 * 24 * 3600)] = 14 * 24 * 3600
     docs_enabled: bool = True
+    # How long a page cursor (`next_cursor`/`prev_cursor` of a listing) stays valid.
+    page_cursor_ttl_seconds: Annotated[int, Meta(ge=1, le=30 * 24 * 3600)] = 24 * 3600
     db_pool_min_size: Annotated[int, Meta(ge=1, le=100)] = 2
     db_pool_max_size: Annotated[int, Meta(ge=1, le=100)] = 10
     # Every wait on PostgreSQL is bounded; past a bound the request gets 503 (see README,
@@ -102,6 +104,7 @@ _ENV_FIELDS = {
     "BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS": "access_token_ttl_seconds",
     "BOOKSTORE_REFRESH_TOKEN_TTL_SECONDS": "refresh_token_ttl_seconds",
     "BOOKSTORE_DOCS_ENABLED": "docs_enabled",
+    "BOOKSTORE_PAGE_CURSOR_TTL_SECONDS": "page_cursor_ttl_seconds",
     "BOOKSTORE_DB_POOL_MIN_SIZE": "db_pool_min_size",
     "BOOKSTORE_DB_POOL_MAX_SIZE": "db_pool_max_size",
     "BOOKSTORE_DB_CONNECT_TIMEOUT_SECONDS": "db_connect_timeout_seconds",

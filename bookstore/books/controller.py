@@ -14,15 +14,16 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT, HTTP_30
 
 from bookstore.accounts.schemas import CurrentUser
 from bookstore.books import queries
-from bookstore.books.filters import provide_book_filters
-from bookstore.books.queries import Actor, BookFilters
+from bookstore.books.filters import book_cursor, provide_book_filters
+from bookstore.books.queries import Actor, BookFilters, PagePosition
 from bookstore.books.schemas import TYPE_DECODERS, Book, BookCreate, BookPage, BookUpdate
+from bookstore.core.cursors import CursorSigner
 from bookstore.core.errors import invalid_input, problem_responses
 from bookstore.core.http import (
+    cursor_links,
     etag_for_version,
     if_match_versions,
     matches_if_none_match,
-    pagination_links,
     require_json_body,
 )
 from bookstore.core.openapi import PUBLIC
@@ -65,8 +66,11 @@ class BooksController(Controller):
         operation_id="ListBooks",
         summary="List, filter, search and sort books",
         description=(
-            "Paginated with `limit`/`offset`; the `Link` header (RFC 8288) carries the `next` and "
-            "`prev` pages. `q` matches words (and word prefixes) of title and author."
+            "Paginated with cursors: `next_cursor`/`prev_cursor` of a page, passed back as `cursor` "
+            "with the same filters and sort, give the neighbouring pages (also as `next`/`prev` "
+            "links in the `Link` header, RFC 8288), stable while books are added or removed. "
+            "`offset` still works for the first 10,000 matches. `total` counts matches up to 1000. "
+            "`q` matches words (and word prefixes) of title and author."
         ),
         exclude_from_auth=True,
         security=PUBLIC,
@@ -77,12 +81,28 @@ class BooksController(Controller):
         dependencies={"filters": Provide(provide_book_filters, sync_to_thread=False)},
     )
     async def list_books(
-        self, request: Request[Any, Any, Any], filters: NamedDependency[BookFilters]
+        self,
+        request: Request[Any, Any, Any],
+        filters: NamedDependency[BookFilters],
+        page_cursors: NamedDependency[CursorSigner],
     ) -> Response[BookPage]:
-        books, total = await queries.list_books(filters)
-        link = pagination_links(request, offset=filters.offset, limit=filters.limit, total=total)
+        listing = await queries.list_books(filters)
+
+        def cursor(position: PagePosition | None) -> str | None:
+            return None if position is None else book_cursor(page_cursors, filters, position)
+
+        next_cursor, prev_cursor = cursor(listing.next_position), cursor(listing.prev_position)
+        link = cursor_links(request, next_cursor=next_cursor, prev_cursor=prev_cursor)
         return Response(
-            BookPage(items=books, total=total, limit=filters.limit, offset=filters.offset),
+            BookPage(
+                items=listing.books,
+                total=listing.total,
+                limit=filters.limit,
+                offset=filters.offset,
+                total_exact=listing.total_exact,
+                next_cursor=next_cursor,
+                prev_cursor=prev_cursor,
+            ),
             headers={"Link": link} if link else None,
         )
 

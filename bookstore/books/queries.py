@@ -12,17 +12,18 @@ concurrent writers cannot both succeed against the same version.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
-from bookstore.books.schemas import Book, BookCreate, SortField
+from bookstore.books.schemas import TOTAL_COUNT_LIMIT, Book, BookCreate, SortField
 from bookstore.books.tables import BookTable
 from bookstore.core.database import fetch_all, fetch_one, is_unique_violation
 from bookstore.core.errors import (
@@ -34,14 +35,19 @@ from bookstore.core.errors import (
 )
 
 __all__ = [
+    "SEARCH_WINDOW",
     "Actor",
     "BookFilters",
+    "BookListing",
+    "PagePosition",
+    "book_count_query",
     "book_page_query",
     "create_book",
     "delete_book",
     "get_book",
     "list_books",
     "search_query",
+    "sort_key_column",
     "to_book",
     "update_book",
 ]
@@ -62,10 +68,12 @@ _SORT_COLUMNS = {
     "price": "price",
     "created_at": "created_at",
 }
+_RANK_COLUMN = "rank"
 _WRITABLE_COLUMNS = frozenset({"title", "author", "publish_date", "isbn", "price"})
 _WORD = re.compile(r"\w+")
-# Must match the expression of the GIN index book_search_idx exactly, or the index is not used.
-_SEARCH_DOCUMENT = "to_tsvector('simple', title || ' ' || author)"
+# Rows of the page order a text search tries before it collects every match (_search_page_rows):
+# a word in 1 % of the books fills a page of 20 within ~2,000 rows; reading 5,000 costs ~2 ms.
+SEARCH_WINDOW = 5000
 _ISBN_CONSTRAINT = "book_isbn_key"
 _DUPLICATE_ISBN = "A book with this ISBN already exists."
 
@@ -86,9 +94,21 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class PagePosition:
+    """Where a keyset page starts: just after (or before) the book ``book_id`` whose sort key is
+    ``key`` (the value of the sort column, or the relevance rank)."""
+
+    direction: Literal["after", "before"]
+    key: object
+    book_id: int
+
+
+@dataclass(frozen=True)
 class BookFilters:
     limit: int = 20
     offset: int = 0
+    position: PagePosition | None = None
+    include_total: bool = True
     author: str | None = None
     q: str | None = None
     isbn: str | None = None
@@ -99,15 +119,32 @@ class BookFilters:
     sort: SortField = "-created_at"
 
 
-def search_query(text: str) -> str | None:
-    """A prefix-matching ``tsquery`` for every word of ``text`` (all must match), or None.
+@dataclass(frozen=True)
+class BookListing:
+    """One page of books, the count of all matches (up to :data:`TOTAL_COUNT_LIMIT`, or None when
+    not asked for), and the positions of the neighbouring pages (None where there is none)."""
 
+    books: list[Book]
+    total: int | None
+    total_exact: bool
+    next_position: PagePosition | None
+    prev_position: PagePosition | None
+
+
+def search_query(text: str) -> str | None:
+    """A ``tsquery`` needing every word of ``text``, the last one also as a prefix, or None.
+
+    Prefix matching only for the last word ("prefix-last", as search boxes complete the word being
+    typed): in the search index a prefix term collects every word it starts, which made a search
+    of three common prefixes on a million books take ~55 ms against ~18 ms with only the last one.
     Only word characters reach the query, so no user input can inject tsquery operators. A word
     given twice is matched once: each term costs an index scan, and `t t t ...` (100 terms) made
     one search take seconds.
     """
-    words = dict.fromkeys(_WORD.findall(text.lower()))
-    return " & ".join(f"{word}:*" for word in words) or None
+    words = list(dict.fromkeys(_WORD.findall(text.lower())))
+    if not words:
+        return None
+    return " & ".join([*words[:-1], f"{words[-1]}:*"])
 
 
 def to_book(row: Mapping[str, Any]) -> Book:
@@ -121,6 +158,7 @@ class _Statement:
     def __init__(self) -> None:
         self.conditions: list[str] = []
         self.args: list[object] = []
+        self.search: str | None = None  # the text search's tsquery expression, when there is one
 
     def param(self, value: object) -> str:
         self.args.append(value)
@@ -130,14 +168,16 @@ class _Statement:
         return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
 
 
-def _filtered(filters: BookFilters) -> _Statement:
+def _filtered(filters: BookFilters, *, with_search: bool = True) -> _Statement:
+    """The conditions of ``filters``; the text search left out when ``with_search`` is false."""
     statement = _Statement()
     conditions = statement.conditions
     if filters.author is not None:
         conditions.append(f"lower(author) = lower({statement.param(filters.author)})")
     if filters.q is not None:
-        tsquery = statement.param(search_query(filters.q) or "")
-        conditions.append(f"{_SEARCH_DOCUMENT} @@ to_tsquery('simple', {tsquery})")
+        statement.search = f"to_tsquery('simple', {statement.param(search_query(filters.q) or '')})"
+        if with_search:
+            conditions.append(f"search_vector @@ {statement.search}")
     if filters.isbn is not None:
         conditions.append(f"isbn = {statement.param(filters.isbn)}")
     if filters.published_after is not None:
@@ -151,28 +191,147 @@ def _filtered(filters: BookFilters) -> _Statement:
     return statement
 
 
-def book_page_query(filters: BookFilters) -> tuple[str, list[object]]:
-    """The SELECT of one page of books and its arguments (public so tests can EXPLAIN it)."""
+def sort_key_column(sort: SortField) -> str:
+    """The result column whose value orders a page (with ``id``): the sort column or ``rank``."""
+    return _RANK_COLUMN if sort == "relevance" else _SORT_COLUMNS[sort.lstrip("-")]
+
+
+def _page_order(statement: _Statement, filters: BookFilters) -> tuple[str, str, str]:
+    """The sort expression, the extra columns to select, and the direction of this page's scan.
+
+    A ``before`` page is read backwards from its position (and put back in order afterwards), so
+    that it too is one index scan of ``limit + 1`` rows.
+    """
+    if filters.sort == "relevance":
+        if statement.search is None:
+            raise ValueError("relevance needs a search")
+        expression, descending = f"ts_rank(search_vector, {statement.search})", True
+        extra = f", {expression} AS {_RANK_COLUMN}"
+    else:
+        expression, descending, extra = _SORT_COLUMNS[filters.sort.lstrip("-")], filters.sort.startswith("-"), ""
+    position = filters.position
+    if position is not None:
+        backwards = position.direction == "before"
+        comparison = "<" if descending != backwards else ">"
+        key = statement.param(position.key)
+        if filters.sort == "relevance":
+            key = f"{key}::real"  # ts_rank's type, so the rank read from the cursor compares exactly
+        statement.conditions.append(f"({expression}, id) {comparison} ({key}, {statement.param(position.book_id)})")
+        descending = descending != backwards
+    return expression, extra, "DESC" if descending else "ASC"
+
+
+def book_page_query(filters: BookFilters, *, search_window: int | None = None) -> tuple[str, list[object]]:
+    """The SELECT of one page of books (``limit + 1`` rows, the last one only telling that more
+    follow) and its arguments; public so that tests can EXPLAIN it.
+
+    With ``search_window`` (only for a text search), the search is applied to the first that many
+    rows in page order instead of the whole table; see :func:`_search_page_rows` for why.
+    """
+    if search_window is not None:
+        if filters.q is None or filters.sort == "relevance":
+            raise ValueError("a search window needs a search sorted by a column")
+        statement = _filtered(filters, with_search=False)
+    else:
+        statement = _filtered(filters)
+    expression, extra, direction = _page_order(statement, filters)
+    order = f" ORDER BY {expression} {direction}, id {direction}"
+    page = f"{order} LIMIT {statement.param(filters.limit + 1)} OFFSET {statement.param(filters.offset)}"
+    if search_window is not None:
+        inner = f"SELECT {_COLUMNS}, search_vector FROM book{statement.where()}{order} LIMIT {search_window}"
+        return f"SELECT {_COLUMNS} FROM ({inner}) AS head WHERE search_vector @@ {statement.search}{page}", (
+            statement.args
+        )
+    if filters.q is not None and filters.sort != "relevance":
+        # OFFSET 0 keeps the planner from walking the sort index and testing every row against the
+        # search: it picks that when it overestimates the matches, as it does for every prefix
+        # search (2 % of the table, whatever the word), and a rare word then reads the whole table.
+        return f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS} FROM book{statement.where()} OFFSET 0) AS matches{page}", (
+            statement.args
+        )
+    return f"SELECT {_COLUMNS}{extra} FROM book{statement.where()}{page}", statement.args
+
+
+def book_count_query(filters: BookFilters) -> tuple[str, list[object]]:
+    """The count of matches up to ``TOTAL_COUNT_LIMIT + 1`` and its arguments (public for EXPLAIN)."""
     statement = _filtered(filters)
-    direction = "DESC" if filters.sort.startswith("-") else "ASC"
-    column = _SORT_COLUMNS[filters.sort.lstrip("-")]
-    limit, offset = statement.param(filters.limit), statement.param(filters.offset)
-    sql = (
-        f"SELECT {_COLUMNS} FROM book{statement.where()} "
-        f"ORDER BY {column} {direction}, id {direction} LIMIT {limit} OFFSET {offset}"
-    )
-    return sql, statement.args
+    matches = f"SELECT 1 FROM book{statement.where()}"
+    if filters.q is not None:
+        matches = f"SELECT 1 FROM ({matches} OFFSET 0) AS matches"  # the index, as in book_page_query
+    return f"SELECT count(*) FROM ({matches} LIMIT {TOTAL_COUNT_LIMIT + 1}) AS capped", statement.args
 
 
-async def list_books(filters: BookFilters) -> tuple[list[Book], int]:
-    """One page of books matching ``filters`` and the number of all matches."""
-    counting = _filtered(filters)
-    total_row = await fetch_one(f"SELECT count(*) FROM book{counting.where()}", *counting.args, read_only=True)
-    total: int = total_row[0] if total_row else 0
-    if total <= filters.offset:
-        return [], total
+async def _search_page_rows(filters: BookFilters) -> list[asyncpg.Record]:
+    """A page of a text search sorted by a column.
+
+    Whether to walk the sort index testing each row, or collect every match from the search
+    index and sort them, depends on how common the words are; the planner cannot tell for prefix
+    searches, and either wrong choice costs a scan of the whole table. So first try the walk on a
+    bounded window of the page order (a common word fills the page within a few hundred rows),
+    and only when that does not fill the page collect the matches (few, or the window would have
+    held enough of them).
+    """
+    sql, args = book_page_query(filters, search_window=SEARCH_WINDOW)
+    rows = await fetch_all(sql, *args, read_only=True)
+    if len(rows) > filters.limit:
+        return rows
     sql, args = book_page_query(filters)
-    return [to_book(row) for row in await fetch_all(sql, *args, read_only=True)], total
+    return await fetch_all(sql, *args, read_only=True)
+
+
+async def _count(filters: BookFilters) -> tuple[int, bool]:
+    sql, args = book_count_query(filters)
+    row = await fetch_one(sql, *args, read_only=True)
+    counted: int = row[0] if row else 0
+    return min(counted, TOTAL_COUNT_LIMIT), counted <= TOTAL_COUNT_LIMIT
+
+
+def _position(direction: Literal["after", "before"], row: asyncpg.Record, filters: BookFilters) -> PagePosition:
+    return PagePosition(direction, row[sort_key_column(filters.sort)], row["id"])
+
+
+async def _page_rows(filters: BookFilters) -> list[asyncpg.Record]:
+    if filters.q is not None and filters.sort != "relevance":
+        return await _search_page_rows(filters)
+    sql, args = book_page_query(filters)
+    return await fetch_all(sql, *args, read_only=True)
+
+
+def _including(position: PagePosition, sort: SortField) -> PagePosition:
+    """A ``before`` position whose page ends with the book at ``position`` itself.
+
+    Ids are integers, so moving the id one step past the book, in page order, includes exactly it.
+    """
+    step = -1 if sort == "relevance" or sort.startswith("-") else 1
+    return PagePosition("before", position.key, position.book_id + step)
+
+
+async def list_books(filters: BookFilters) -> BookListing:
+    """One page of books matching ``filters``, their capped count and the neighbouring pages."""
+    total, total_exact = await _count(filters) if filters.include_total else (None, False)
+    rows = await _page_rows(filters)
+    more = len(rows) > filters.limit
+    if filters.position is not None and filters.position.direction == "before" and not more:
+        # Reached the start, perhaps short because books before it were deleted meanwhile: the full
+        # first page instead, so that a reader going back is never left without a way on.
+        filters = dataclasses.replace(filters, position=None)
+        rows = await _page_rows(filters)
+        more = len(rows) > filters.limit
+    position = filters.position
+    backwards = position is not None and position.direction == "before"
+    rows = rows[: filters.limit]
+    if backwards:
+        rows.reverse()
+    next_position = prev_position = None
+    if rows:
+        if more or backwards:
+            next_position = _position("after", rows[-1], filters)
+        if position is not None or filters.offset > 0:
+            prev_position = _position("before", rows[0], filters)
+    elif position is not None:
+        # Every book after the position went away between the requests; the way back remains.
+        prev_position = _including(position, filters.sort)
+    return BookListing([to_book(row) for row in rows], total, total_exact, next_position, prev_position)
 
 
 async def get_book(book_id: int) -> tuple[Book, int]:

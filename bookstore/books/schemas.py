@@ -15,6 +15,7 @@ from bookstore.core.validation import SingleLineText, exact_pattern, field_error
 
 __all__ = [
     "PRICE_TEXT_PATTERN",
+    "TOTAL_COUNT_LIMIT",
     "TYPE_DECODERS",
     "Book",
     "BookCreate",
@@ -33,6 +34,10 @@ MAX_PRICE = Decimal(10 ** (PRICE_DIGITS[0] - PRICE_DIGITS[1])) - _CENT
 PRICE_TEXT_PATTERN = exact_pattern(r"(?:0|[1-9][0-9]*)(?:\.[0-9]{1,2})?")
 _PRICE_TEXT = re.compile(PRICE_TEXT_PATTERN)
 _PRICE_TEXT_MESSAGE = "must be a decimal such as 12.50: ASCII digits, at most two decimals, no sign or exponent"
+
+# Lists count their matches only up to here: an exact count of a million rows costs more than the
+# page itself, and no reader needs more than "over a thousand".
+TOTAL_COUNT_LIMIT = 1000
 
 _TEXT_RULE = "One line (no control characters or line separators), with at least one visible character."
 Title = Annotated[
@@ -108,6 +113,7 @@ SortField = Literal[
     "-price",
     "created_at",
     "-created_at",
+    "relevance",
 ]
 
 
@@ -204,6 +210,28 @@ class Book(Struct):
 
 class BookPage(Struct):
     items: list[Book]
-    total: int
+    total: Annotated[
+        int | None,
+        Meta(
+            description=(
+                f"Books matching the filters, counted up to {TOTAL_COUNT_LIMIT} (see `total_exact`); null "
+                "when not counted (`include_total=false`, and by default for `q` searches)."
+            )
+        ),
+    ]
     limit: int
     offset: int
+    total_exact: Annotated[
+        bool,
+        Meta(
+            description=(
+                f"True when `total` is the exact count; false when more than {TOTAL_COUNT_LIMIT} match "
+                "or nothing was counted."
+            )
+        ),
+    ]
+    next_cursor: Annotated[
+        str | None,
+        Meta(description="Pass as `cursor` (with the same filters and sort) for the next page; null on the last."),
+    ]
+    prev_cursor: Annotated[str | None, Meta(description="Pass as `cursor` for the previous page; null on the first.")]

@@ -21,11 +21,11 @@ __all__ = [
     "AllowHeaderForOptions",
     "CanonicalPathIntegers",
     "HeadAsGet",
+    "cursor_links",
     "etag_for_version",
     "if_match_versions",
     "is_json_media_type",
     "matches_if_none_match",
-    "pagination_links",
     "require_json_body",
     "require_utf8",
 ]
@@ -74,17 +74,14 @@ def if_match_versions(header_value: str | None) -> list[int] | None:
     return versions
 
 
-def pagination_links(request: Request[Any, Any, Any], *, offset: int, limit: int, total: int) -> str | None:
-    """An RFC 8288 ``Link`` header value with ``next``/``prev`` pages, keeping the other filters."""
-    params = [(key, value) for key, value in request.query_params.multi_items() if key not in {"offset", "limit"}]
-    links = []
-    if offset + limit < total:
-        links.append((offset + limit, "next"))
-    if offset > 0:
-        links.append((max(0, min(offset - limit, total - limit)), "prev"))
+def cursor_links(request: Request[Any, Any, Any], *, next_cursor: str | None, prev_cursor: str | None) -> str | None:
+    """An RFC 8288 ``Link`` header value with the ``next``/``prev`` pages of a cursor-paginated
+    listing: the request's own URL with ``cursor`` replaced (and ``offset`` dropped)."""
+    params = [(key, value) for key, value in request.query_params.multi_items() if key not in {"offset", "cursor"}]
     rendered = [
-        f'<{request.url.path}?{urlencode([*params, ("limit", limit), ("offset", page_offset)])}>; rel="{rel}"'
-        for page_offset, rel in links
+        f'<{request.url.path}?{urlencode([*params, ("cursor", cursor)])}>; rel="{rel}"'
+        for cursor, rel in ((next_cursor, "next"), (prev_cursor, "prev"))
+        if cursor is not None
     ]
     return ", ".join(rendered) or None
 

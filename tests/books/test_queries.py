@@ -15,6 +15,7 @@ from bookstore.accounts.service import register_user
 from bookstore.books.queries import (
     Actor,
     BookFilters,
+    PagePosition,
     create_book,
     delete_book,
     get_book,
@@ -151,14 +152,14 @@ async def catalogue(owner: Actor) -> dict[str, Book]:
 
 
 async def listed_titles(**filters: Any) -> list[str]:
-    books, _ = await list_books(BookFilters(sort="title", **filters))
-    return [book.title for book in books]
+    listing = await list_books(BookFilters(sort="title", **filters))
+    return [book.title for book in listing.books]
 
 
-async def test_list_without_filters_returns_every_book_and_the_total(catalogue: dict[str, Book]) -> None:
-    books, total = await list_books(BookFilters())
-    assert total == len(CATALOGUE)
-    assert {book.id for book in books} == {book.id for book in catalogue.values()}
+async def test_list_without_filters_returns_every_book_and_the_exact_total(catalogue: dict[str, Book]) -> None:
+    listing = await list_books(BookFilters())
+    assert (listing.total, listing.total_exact) == (len(CATALOGUE), True)
+    assert {book.id for book in listing.books} == {book.id for book in catalogue.values()}
 
 
 async def test_author_filter_matches_the_whole_name_in_any_case(catalogue: dict[str, Book]) -> None:
@@ -170,26 +171,30 @@ async def test_author_filter_matches_the_whole_name_in_any_case(catalogue: dict[
     ("q", "expected"),
     [
         ("dune", ["Dune", "Dune Messiah"]),
+        ("dun", ["Dune", "Dune Messiah"]),
         ("herb", ["Dune", "Dune Messiah"]),
-        ("dun mess", ["Dune Messiah"]),
+        ("dune mess", ["Dune Messiah"]),
+        ("dun messiah", []),  # only the last word is a prefix
+        ("dun mess", []),
+        ("messiah dune", ["Dune Messiah"]),
         ("LE GUIN dark", ["The Left Hand of Darkness"]),
         ("dune solaris", []),
         ("& | ! :* (", []),
     ],
 )
-async def test_q_matches_books_with_a_word_starting_with_every_given_word(
+async def test_q_matches_books_with_every_given_word_the_last_also_as_a_prefix(
     catalogue: dict[str, Book], q: str, expected: list[str]
 ) -> None:
     assert await listed_titles(q=q) == expected
 
 
-def test_search_query_keeps_only_words_as_prefixes() -> None:
-    assert search_query("Dune: & Messiah!") == "dune:* & messiah:*"
+def test_search_query_keeps_only_words_and_the_last_as_a_prefix() -> None:
+    assert search_query("Dune: & Messiah!") == "dune & messiah:*"
     assert search_query("& | ! :* (") is None
 
 
 def test_search_query_matches_a_repeated_word_once() -> None:
-    assert search_query("t T t " * 30 + "dune") == "t:* & dune:*"
+    assert search_query("t T t " * 30 + "dune") == "t & dune:*"
 
 
 async def test_isbn_filter_matches_exactly_one_book(catalogue: dict[str, Book]) -> None:
@@ -213,19 +218,47 @@ async def test_filters_combine(catalogue: dict[str, Book]) -> None:
 
 
 async def test_total_counts_every_match_not_only_the_page(catalogue: dict[str, Book]) -> None:
-    books, total = await list_books(BookFilters(limit=2, offset=1, sort="title"))
-    assert [book.title for book in books] == ["Dune Messiah", "Solaris"]
-    assert total == len(CATALOGUE)
+    listing = await list_books(BookFilters(limit=2, offset=1, sort="title"))
+    assert [book.title for book in listing.books] == ["Dune Messiah", "Solaris"]
+    assert (listing.total, listing.total_exact) == (len(CATALOGUE), True)
 
 
 async def test_total_counts_only_the_filtered_books(catalogue: dict[str, Book]) -> None:
-    _, total = await list_books(BookFilters(limit=1, author="Frank Herbert"))
-    assert total == 2
+    listing = await list_books(BookFilters(limit=1, author="Frank Herbert"))
+    assert (listing.total, listing.total_exact) == (2, True)
+
+
+async def test_total_of_a_search_counts_its_matches(catalogue: dict[str, Book]) -> None:
+    listing = await list_books(BookFilters(limit=1, q="dune"))
+    assert (listing.total, listing.total_exact) == (2, True)
+
+
+async def test_without_include_total_nothing_is_counted(catalogue: dict[str, Book]) -> None:
+    listing = await list_books(BookFilters(include_total=False, sort="title"))
+    assert (listing.total, listing.total_exact) == (None, False)
+    assert len(listing.books) == len(CATALOGUE)
 
 
 @pytest.mark.parametrize("offset", [len(CATALOGUE), len(CATALOGUE) + 10])
 async def test_offset_past_the_end_gives_no_books_but_the_total(catalogue: dict[str, Book], offset: int) -> None:
-    assert await list_books(BookFilters(offset=offset)) == ([], len(CATALOGUE))
+    listing = await list_books(BookFilters(offset=offset))
+    assert (listing.books, listing.total, listing.total_exact) == ([], len(CATALOGUE), True)
+    assert (listing.next_position, listing.prev_position) == (None, None)
+
+
+async def test_positions_lead_from_the_first_page_to_the_last_and_back(catalogue: dict[str, Book]) -> None:
+    first = await list_books(BookFilters(limit=3, sort="title"))
+    assert [book.title for book in first.books] == ["Dune", "Dune Messiah", "Solaris"]
+    assert first.prev_position is None
+    assert first.next_position == PagePosition("after", "Solaris", catalogue["Solaris"].id)
+    last = await list_books(BookFilters(limit=3, sort="title", position=first.next_position))
+    assert [book.title for book in last.books] == ["The Dispossessed", "The Left Hand of Darkness"]
+    assert last.next_position is None
+    assert last.prev_position == PagePosition("before", "The Dispossessed", catalogue["The Dispossessed"].id)
+    back = await list_books(BookFilters(limit=3, sort="title", position=last.prev_position))
+    assert back.books == first.books
+    assert back.prev_position is None
+    assert back.next_position == first.next_position
 
 
 # --- list: sort orders ----------------------------------------------------------------------
@@ -238,6 +271,7 @@ TIED = [
     ("Alpha", "Adams", date(1999, 1, 1), "20.00"),
 ]
 EARLIER, LATER = datetime(2020, 1, 1, tzinfo=UTC), datetime(2021, 1, 1, tzinfo=UTC)
+COLUMN_SORTS = [sort for sort in get_args(SortField) if sort != "relevance"]
 
 
 @pytest.fixture
@@ -254,14 +288,22 @@ async def tied_books(owner: Actor) -> list[Book]:
     return [(await get_book(book_id))[0] for book_id in ids]
 
 
-@pytest.mark.parametrize("sort", get_args(SortField))
+@pytest.mark.parametrize("sort", COLUMN_SORTS)
 async def test_each_sort_orders_by_its_field_then_by_id_in_the_same_direction(
     tied_books: list[Book], sort: SortField
 ) -> None:
     field = sort.lstrip("-")
     expected = sorted(tied_books, key=lambda book: (getattr(book, field), book.id), reverse=sort.startswith("-"))
-    books, _ = await list_books(BookFilters(sort=sort))
-    assert [book.id for book in books] == [book.id for book in expected]
+    listing = await list_books(BookFilters(sort=sort))
+    assert [book.id for book in listing.books] == [book.id for book in expected]
+
+
+async def test_relevance_ranks_a_title_match_above_an_author_match(owner: Actor) -> None:
+    # The title match is the older book, so the tie-break on id (descending) alone would put it last.
+    in_title, _ = await create_book(new_book(title="Foundation", author="Isaac Asimov"), owner.user_id)
+    in_author, _ = await create_book(new_book(title="Essays", author="Foundation Press"), owner.user_id)
+    listing = await list_books(BookFilters(q="foundation", sort="relevance"))
+    assert [book.id for book in listing.books] == [in_title.id, in_author.id]
 
 
 async def test_default_sort_is_newest_first(owner: Actor) -> None:
@@ -270,8 +312,8 @@ async def test_default_sort_is_newest_first(owner: Actor) -> None:
     # Timestamps against the order of the ids, so neither the clock nor the id can decide.
     await BookTable.update({BookTable.created_at: LATER}).where(BookTable.id == first.id)
     await BookTable.update({BookTable.created_at: EARLIER}).where(BookTable.id == second.id)
-    books, _ = await list_books(BookFilters())
-    assert [book.id for book in books] == [first.id, second.id]
+    listing = await list_books(BookFilters())
+    assert [book.id for book in listing.books] == [first.id, second.id]
 
 
 # --- update ---------------------------------------------------------------------------------
