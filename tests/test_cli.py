@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,7 @@ async def test_createsuperuser_rejects_invalid_input(
 async def test_seed_adds_books_with_valid_unique_isbns(client: ApiClient, tmp_path: Path) -> None:
     result = bookstore("seed", "--books", "120", "--seed", "7", data_dir=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert re.search(r"^Added 120 books in \d+\.\d s\.$", result.stdout, re.MULTILINE), result.stdout
     isbns = await BookTable.select(BookTable.isbn).output(as_list=True)
     assert len(isbns) == 120
     assert len(set(isbns)) == 120
