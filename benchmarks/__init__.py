@@ -1,7 +1,8 @@
 """Load tests of the bookstore API: ``python -m benchmarks`` (see benchmarks/README.md).
 
 One module per job: ``runner`` (options and the run, step by step), ``services`` (the app's
-settings and commands, and the floor server), ``wrk`` (wrk runs and their results), ``measure``
+settings and commands, and the floor server), ``catalogue`` (the search words and deep page
+cursors the read scenarios draw from), ``wrk`` (wrk runs and their results), ``measure``
 (one scenario on one target, and the sustained check), ``sql_check`` (the app's and the floor's
 statements compared), ``processes`` (CPU time and memory from /proc) and ``report`` (the table,
 the JSON and what they say about the machine). PostgreSQL, Redis and ``bookstore serve`` are

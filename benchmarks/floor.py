@@ -5,34 +5,50 @@ with the SQL the app runs (``bookstore/books/queries.py``; the runner checks, in
 statement log, that both send the same statements):
 
 - ``GET /api/v1/books/{id}``: the SELECT of one book; 404 without a row.
-- ``GET /api/v1/books?min_price=&max_price=&sort=-price[&limit=][&offset=]``: the count and the
-  page query of the ``list_books`` scenario (price window, most expensive first).
+- ``GET /api/v1/books[?limit=][&offset=]``: the capped count and the first page of the default
+  listing (newest first) of the ``list_books`` scenario.
+- ``GET /api/v1/books?cursor=[&limit=]``: the same for a page after a cursor (``deep_cursor``).
+  The floor reads the position from the cursor's payload and skips what the app checks (its
+  HMAC tag, expiry and listing fingerprint): a few microseconds of CPU it does not claim to measure.
+- ``GET /api/v1/books?q=[&limit=][&offset=]``: a text search (``search_books``): the page within the
+  newest 5,000 books, and only when that is not a full page, the page of all matches; no count.
+- ``GET /api/v1/books?min_price=&max_price=&sort=-price[&limit=][&offset=]``: the capped count and
+  the page of the ``filter_books`` scenario (price window, most expensive first).
 - ``POST /api/v1/books``: the INSERT ... RETURNING; 201 with the book.
 - ``PATCH /api/v1/books/{id}`` with ``{"price": ...}``: the UPDATE ... RETURNING of an admin's
   unconditional change.
 
 No framework, no ORM, no authentication (so no session query on writes, and no rate limiter), no
 validation beyond what msgspec decoding gives, no ``Link``/``RateLimit-*`` headers. Like the app,
-the pool skips asyncpg's reset query on release (the floor keeps no session state).
+the pool skips asyncpg's reset query on release (the floor keeps no session state), and a page
+carries ``next_cursor``/``prev_cursor`` signed with bookstore's own ``CursorSigner`` (over a
+fingerprint of the query string rather than of parsed filters).
 
 Serve with ``python -m granian --interface rsgi --workers 2 --host 127.0.0.1 --port 8001
 benchmarks.floor:app`` (from the repository root). Environment: ``DATABASE_URL`` (required),
 ``BOOKSTORE_DB_POOL_MIN_SIZE``/``_MAX_SIZE`` (default 2/10, as the app),
-``BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS`` (default 30), ``FLOOR_CREATOR_ID`` (user id written as
-``created_by`` of created books; default none).
+``BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS`` (default 30), ``BOOKSTORE_SECRET_KEY`` and
+``BOOKSTORE_PAGE_CURSOR_TTL_SECONDS`` (the cursors it issues; default a random key, one day),
+``FLOOR_CREATOR_ID`` (user id written as ``created_by`` of created books; default none).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
+import re
+import secrets
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
 import asyncpg
 import msgspec
+
+from bookstore.core.cursors import CursorSigner
 
 if TYPE_CHECKING:
     from granian._granian import RSGIHTTPProtocol as HTTPProtocol  # what granian.rsgi.HTTPProtocol is
@@ -43,13 +59,36 @@ __all__ = ["app"]
 BOOKS = "/api/v1/books"
 _BOOK_PREFIX = BOOKS + "/"
 
-# The statements of bookstore/books/queries.py for these requests, verbatim.
+# The statements of bookstore/books/queries.py for these requests, verbatim: counts capped at
+# TOTAL_COUNT_LIMIT + 1, pages of limit + 1 rows, a search window of _SEARCH_WINDOW (5,000) rows.
+_TOTAL_COUNT_LIMIT = 1000  # bookstore.books.schemas.TOTAL_COUNT_LIMIT
 SQL_GET = (
     "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
     "FROM book WHERE id = $1"
 )
-SQL_COUNT = "SELECT count(*) FROM book WHERE price >= $1 AND price <= $2"
-SQL_PAGE = (
+SQL_COUNT_ALL = "SELECT count(*) FROM (SELECT 1 FROM book LIMIT 1001) AS capped"
+SQL_PAGE_NEWEST = (
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "FROM book ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+)
+SQL_PAGE_NEWEST_AFTER = (
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "FROM book WHERE (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+)
+SQL_SEARCH_WINDOW = (
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version, "
+    "search_vector FROM book ORDER BY created_at DESC, id DESC LIMIT 5000) AS head "
+    "WHERE search_vector @@ to_tsquery('simple', $1) ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+)
+SQL_SEARCH_ALL = (
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "FROM book WHERE search_vector @@ to_tsquery('simple', $1) OFFSET 0) AS matches "
+    "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+)
+SQL_COUNT_PRICE = "SELECT count(*) FROM (SELECT 1 FROM book WHERE price >= $1 AND price <= $2 LIMIT 1001) AS capped"
+SQL_PAGE_PRICE = (
     "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
     "FROM book WHERE price >= $1 AND price <= $2 ORDER BY price DESC, id DESC LIMIT $3 OFFSET $4"
 )
@@ -61,6 +100,7 @@ SQL_UPDATE_PRICE = (
     "UPDATE book SET price = $1, version = version + 1, updated_at = now() WHERE id = $2 "
     "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version"
 )
+_PRICE, _CREATED_AT = 5, 6  # positions of the sort keys in a row
 
 
 class Book(msgspec.Struct):
@@ -77,9 +117,12 @@ class Book(msgspec.Struct):
 
 class BookPage(msgspec.Struct):
     items: list[Book]
-    total: int
+    total: int | None
     limit: int
     offset: int
+    total_exact: bool
+    next_cursor: str | None
+    prev_cursor: str | None
 
 
 class BookCreate(msgspec.Struct):
@@ -97,6 +140,11 @@ class PriceChange(msgspec.Struct):
 _encode = msgspec.json.Encoder().encode
 _decode_create = msgspec.json.Decoder(BookCreate).decode
 _decode_price = msgspec.json.Decoder(PriceChange).decode
+# A cursor of the default listing, as bookstore.books.filters.book_cursor lays it out:
+# [expiry, listing fingerprint, direction ("a"fter / "b"efore), created_at, id].
+_decode_cursor = msgspec.json.Decoder(tuple[int, str, Literal["a", "b"], datetime, int]).decode
+_WORD = re.compile(r"\w+")
+_PAGING = frozenset({"limit", "offset", "cursor"})
 _JSON = ("content-type", "application/json")
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
 
@@ -118,6 +166,26 @@ def _text(proto: HTTPProtocol, status: int, text: str) -> None:
     proto.response_bytes(status, _TEXT, text.encode())
 
 
+def _search_query(text: str) -> str:
+    """bookstore.books.queries.search_query: every word, the last one also as a prefix."""
+    words = list(dict.fromkeys(_WORD.findall(text.lower())))
+    if not words:
+        raise ValueError("q must contain at least one letter or digit")
+    return " & ".join([*words[:-1], f"{words[-1]}:*"])
+
+
+def _position_after(cursor: str) -> tuple[datetime, int]:
+    """The (created_at, id) a ``next`` cursor of the default listing points after; the HMAC tag,
+    expiry and fingerprint are not checked (the app does check them)."""
+    payload = cursor.partition(".")[0]
+    _expires, _fingerprint, direction, created_at, book_id = _decode_cursor(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    if direction != "a":
+        raise ValueError("the floor serves only next cursors")
+    return created_at, book_id
+
+
 async def _keep_session_state(connection: asyncpg.Connection) -> None:
     """Pool reset hook that skips asyncpg's reset query, as the app's pool does."""
 
@@ -126,6 +194,10 @@ class Floor:
     def __init__(self) -> None:
         self.pool: asyncpg.Pool | None = None
         self.creator_id = int(os.environ["FLOOR_CREATOR_ID"]) if os.environ.get("FLOOR_CREATOR_ID") else None
+        self.cursors = CursorSigner(
+            os.environ.get("BOOKSTORE_SECRET_KEY") or secrets.token_hex(32),
+            int(os.environ.get("BOOKSTORE_PAGE_CURSOR_TTL_SECONDS") or 24 * 3600),
+        )
 
     # Granian calls these in every worker, before it serves and after it stops.
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -174,14 +246,57 @@ class Floor:
 
     async def list_books(self, scope: Scope, proto: HTTPProtocol, pool: asyncpg.Pool) -> None:
         query = dict(parse_qsl(scope.query_string))
-        if query.get("sort") != "-price":
-            raise ValueError("the floor serves only sort=-price with min_price and max_price")
-        low, high = Decimal(query["min_price"]), Decimal(query["max_price"])
         limit, offset = int(query.get("limit", 20)), int(query.get("offset", 0))
+        filters = {key: value for key, value in query.items() if key not in _PAGING}
+        after = _position_after(query["cursor"]) if "cursor" in query else None
+        total: int | None = None
         async with pool.acquire() as connection:
-            total: int = await connection.fetchval(SQL_COUNT, low, high)
-            rows = await connection.fetch(SQL_PAGE, low, high, limit, offset) if total > offset else []
-        _json(proto, 200, BookPage([_book(row) for row in rows], total, limit, offset))
+            if not filters:
+                total = await connection.fetchval(SQL_COUNT_ALL)
+                if after is None:
+                    rows = await connection.fetch(SQL_PAGE_NEWEST, limit + 1, offset)
+                else:
+                    rows = await connection.fetch(SQL_PAGE_NEWEST_AFTER, *after, limit + 1, offset)
+                key = _CREATED_AT
+            elif filters.keys() == {"q"} and after is None:
+                tsquery = _search_query(filters["q"])
+                rows = await connection.fetch(SQL_SEARCH_WINDOW, tsquery, limit + 1, offset)
+                if len(rows) <= limit:
+                    rows = await connection.fetch(SQL_SEARCH_ALL, tsquery, limit + 1, offset)
+                key = _CREATED_AT
+            elif filters.keys() == {"min_price", "max_price", "sort"} and filters["sort"] == "-price" and after is None:
+                low, high = Decimal(filters["min_price"]), Decimal(filters["max_price"])
+                total = await connection.fetchval(SQL_COUNT_PRICE, low, high)
+                rows = await connection.fetch(SQL_PAGE_PRICE, low, high, limit + 1, offset)
+                key = _PRICE
+            else:
+                raise ValueError("the floor serves only the scenarios' listings (none, q, or a price window)")
+        _json(proto, 200, self.page(rows, key, total, limit, offset, filters, paged=after is not None or offset > 0))
+
+    def page(
+        self,
+        rows: list[asyncpg.Record],
+        key: int,
+        total: int | None,
+        limit: int,
+        offset: int,
+        filters: dict[str, str],
+        *,
+        paged: bool,
+    ) -> BookPage:
+        """The page of ``limit + 1`` rows read (the last one only telling that more follow), with
+        the cursors of the neighbouring pages, as bookstore.books.queries.list_books builds it."""
+        more, rows = len(rows) > limit, rows[:limit]
+        next_cursor = prev_cursor = None
+        if rows:
+            fingerprint = hashlib.blake2b(_encode(filters), digest_size=12).hexdigest()
+            if more:
+                next_cursor = self.cursors.sign([fingerprint, "a", rows[-1][key], rows[-1][0]])
+            if paged:
+                prev_cursor = self.cursors.sign([fingerprint, "b", rows[0][key], rows[0][0]])
+        counted = total is not None and total <= _TOTAL_COUNT_LIMIT
+        capped = None if total is None else min(total, _TOTAL_COUNT_LIMIT)
+        return BookPage([_book(row) for row in rows], capped, limit, offset, counted, next_cursor, prev_cursor)
 
     async def create_book(self, proto: HTTPProtocol, pool: asyncpg.Pool) -> None:
         data = _decode_create(await proto())

@@ -2,11 +2,12 @@
 
 Starts everything it measures on loopback (an embedded PostgreSQL unless ``DATABASE_URL`` is set,
 a private redis-server, ``bookstore serve`` in production mode and the RSGI floor of
-``benchmarks/floor.py``), seeds 10,000 books and an admin, then for each scenario runs wrk against
-the app and against the floor: a warm-up, then a measured run with the servers' CPU time and the
-workers' peak memory read from /proc. Prints a Markdown table, writes JSON, and finally checks
-that the app sustains 1,000 reads/s and 1,000 writes/s at once. Exit code 1 when any response was
-not 2xx (app or floor), a wrk run failed, or the sustained check missed its rates.
+``benchmarks/floor.py``), seeds ``--books`` books (10,000 by default) and an admin, prepares the
+search words and deep page cursors, then for each scenario runs wrk against the app and against
+the floor: a warm-up, then a measured run with the servers' CPU time and the workers' peak memory
+read from /proc. Prints a Markdown table, writes JSON, and finally checks that the app sustains
+1,000 reads/s and 1,000 writes/s at once. Exit code 1 when any response was not 2xx (app or
+floor), a wrk run failed, or the sustained check missed its rates.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import asyncpg
 import httpx
 
 from benchmarks import REPO, RunError
+from benchmarks.catalogue import ScenarioData, prepare_scenario_data
 from benchmarks.measure import SUSTAINED_RATE, measure, sustained_check
 from benchmarks.processes import cpu_busy_fraction, granian_master, granian_workers
 from benchmarks.report import (
@@ -44,6 +46,7 @@ from benchmarks.report import (
     write_json,
 )
 from benchmarks.services import (
+    DEFAULT_BOOKS,
     FLOOR_GRANIAN_FLAGS,
     app_server,
     create_admin,
@@ -67,8 +70,13 @@ from bookstore.testing import (
 __all__ = ["Options", "main", "parse_options", "run"]
 
 
+# Enough for a deep page (the second half of the catalogue) and a full page after it.
+MIN_BOOKS = 100
+
+
 @dataclass
 class Options:
+    books: int
     duration: int
     warmup: int
     connections: int
@@ -80,28 +88,39 @@ class Options:
 
 def parse_options(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--books", type=int, default=DEFAULT_BOOKS, help=f"books to seed, ids 1..N (default {DEFAULT_BOOKS:,})"
+    )
     parser.add_argument("--duration", type=int, default=20, help="seconds of each measured run (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="seconds of warm-up before each (default 5)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--workers", type=int, default=2, help="Granian workers of app and floor (default 2)")
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {', '.join(SCENARIOS)}"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {', '.join(SCENARIOS)} (run in that order; default all)",
     )
     parser.add_argument("--smoke", action="store_true", help="2 s runs after 1 s warm-ups, no sustained check")
     parser.add_argument("--sustained-seconds", type=int, default=60, help="length of the sustained check (default 60)")
     parser.add_argument("--no-sustained", action="store_true", help="skip the sustained check")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/latest.json"), help="JSON results")
     options = parser.parse_args(argv)
-    scenarios = [name.strip() for name in options.scenarios.split(",") if name.strip()]
-    unknown = sorted(set(scenarios) - set(SCENARIOS))
-    if unknown or not scenarios:
+    chosen = {name.strip() for name in options.scenarios.split(",") if name.strip()}
+    unknown = sorted(chosen - set(SCENARIOS))
+    if unknown or not chosen:
         parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+    # In SCENARIOS' order, reads first: every create becomes the newest book, which the list and
+    # search scenarios would then meet first.
+    scenarios = [name for name in SCENARIOS if name in chosen]
     for name in ("duration", "warmup", "connections", "workers", "sustained_seconds"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if options.books < MIN_BOOKS:
+        parser.error(f"--books must be at least {MIN_BOOKS}")
     if options.smoke:
         options.duration, options.warmup, options.no_sustained = 2, 1, True
     return Options(
+        books=options.books,
         duration=options.duration,
         warmup=options.warmup,
         connections=options.connections,
@@ -117,7 +136,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
 
 @dataclass
 class Setup:
-    """What the setup started and made: servers, seeded ids, the admin's token, existing ISBNs."""
+    """What the setup started and made: servers, seeded ids, the admin's token, existing ISBNs,
+    the scenarios' search words and deep cursors."""
 
     database_url: str
     postgres: PostgresServer | None  # None with DATABASE_URL
@@ -129,6 +149,7 @@ class Setup:
     max_id: int
     existing_isbns: set[str]
     skip_file: Path
+    data: ScenarioData
 
 
 def start_database(stack: contextlib.ExitStack, data_dir: Path) -> tuple[str, PostgresServer | None]:
@@ -149,11 +170,17 @@ def set_up(options: Options, stack: contextlib.ExitStack, temp: Path, logs: Path
     print(f"Redis:    {redis_server.url}")
     env = server_environment(database_url, redis_server.url, data_dir)
 
-    min_id, max_id = seed_books(database_url, env)
+    min_id, max_id = seed_books(database_url, env, options.books)
     admin_id, email, password = create_admin(env)
     existing = {row[0] for row in fetch_rows(database_url, "SELECT isbn FROM book WHERE isbn LIKE '979%'")}
     skip_file = temp / "existing-isbns.txt"
     skip_file.write_text("".join(f"{isbn}\n" for isbn in sorted(existing)))
+    step = time.monotonic()
+    data = prepare_scenario_data(database_url, env, options.books, temp)
+    print(
+        f"Prepared: {len(data.words)} search words, {len(data.cursors)} cursors of pages deep in the catalogue "
+        f"({time.monotonic() - step:.1f} s)"
+    )
 
     # The app, then the floor with the same Granian serving options
     app = stack.enter_context(app_server(env, logs / "app.log", options.workers))
@@ -167,7 +194,7 @@ def set_up(options: Options, stack: contextlib.ExitStack, temp: Path, logs: Path
         raise RunError(f"expected {options.workers} Granian workers of the floor, found {granian_workers(floor.pid)}")
     print(f"App:      {app.base_url} ({len(granian_workers(app.pid))} Granian workers)")
     print(f"Floor:    {floor.base_url} ({len(granian_workers(floor.pid))} Granian workers)")
-    return Setup(database_url, postgres, redis_server, app, floor, token, min_id, max_id, existing, skip_file)
+    return Setup(database_url, postgres, redis_server, app, floor, token, min_id, max_id, existing, skip_file, data)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -179,9 +206,9 @@ def sql_check(setup: Setup, failures: list[str]) -> dict[str, Any] | None:
         print("\nSQL check skipped: only with the embedded PostgreSQL (it reads the server's log).")
         return None
     servers = {"app": setup.app, "floor": setup.floor}
-    parity = check_sql_parity(setup.database_url, servers, setup.token, setup.existing_isbns)
+    parity = check_sql_parity(setup.database_url, servers, setup.token, setup.existing_isbns, setup.data)
     for scenario in print_parity(parity):
-        print(f"warning: the floor's SQL for {scenario} differs from the app's; update benchmarks/floor.py")
+        print(f"warning: the floor's SQL or rows for {scenario} differ from the app's; update benchmarks/floor.py")
     for scenario, entry in parity.items():
         for target in ("app", "floor"):
             if not 200 <= entry[target]["status"] < 300:
@@ -290,16 +317,20 @@ def run(options: Options, stack: contextlib.ExitStack) -> int:
         "git": git_state(),
         "versions": versions(wrk_binary, setup.database_url),
         "floor_granian_flags": list(FLOOR_GRANIAN_FLAGS),
+        "catalogue": {"books": options.books, "min_id": setup.min_id, "max_id": setup.max_id},
         "sql_check": parity,
         "results": [],
         "sustained": None,
         "failures": failures,
     }
 
-    wrk = Wrk(wrk_binary, setup.token, setup.min_id, setup.max_id, setup.skip_file, logs)
+    data = setup.data
+    wrk = Wrk(
+        wrk_binary, setup.token, setup.min_id, setup.max_id, setup.skip_file, data.words_file, data.cursors_file, logs
+    )
     meter_roots = {"postgres": setup.postgres.pid if setup.postgres else None, "redis": setup.redis.pid}
     measurements = measure_scenarios(options, setup, wrk, meter_roots, document)
-    print(f"\n{markdown_table(measurements)}\n")
+    print(f"\nCatalogue of {options.books:,} books.\n\n{markdown_table(measurements)}\n")
     print(TABLE_NOTE)
     run_sustained_check(options, setup, wrk, meter_roots, document)
     return finish(options, document, started, logs)

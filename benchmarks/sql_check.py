@@ -1,15 +1,20 @@
 """The SQL check: with PostgreSQL's statement log on, one request of each scenario to the app and
 to the floor, and the statements each made the server execute, compared; so a change of the app's
-SQL that ``floor.py`` does not follow shows up as ``DIFFERENT statements``.
+SQL that ``floor.py`` does not follow shows up as ``DIFFERENT statements``. The log shows the
+statements but not their parameters, so for reads the ids of the books each answered are
+compared too (``DIFFERENT rows``): a floor that read a cursor or built a search differently
+would show there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
+from benchmarks.catalogue import ScenarioData
 from benchmarks.wrk import PARITY_ISBN_SLOT
 from bookstore.books.isbn import isbn13_check_digit
 from bookstore.testing import HttpServer, StatementLog, statement_log
@@ -18,6 +23,9 @@ __all__ = ["AUTH_STATEMENT_MARKERS", "check_sql_parity", "print_parity"]
 
 # Statements of the app's authentication (the floor has none); matched in PostgreSQL's log.
 AUTH_STATEMENT_MARKERS = ("auth_session",)
+
+# A search that finds nothing: the app then runs its second search statement (all matches).
+NO_MATCH_WORD = "zzyzx"
 
 Request = tuple[str, str, dict[str, Any] | None]  # method, path, JSON body
 
@@ -30,8 +38,9 @@ def _isbns(skip: set[str]) -> Iterator[str]:
             yield isbn
 
 
-def _parity_requests(isbns: Iterator[str]) -> dict[str, Callable[[], Request]]:
-    """One representative request per scenario (mixed is get_book plus create_book)."""
+def _parity_requests(isbns: Iterator[str], data: ScenarioData) -> dict[str, Callable[[], Request]]:
+    """One representative request per scenario (mixed is get_book plus create_book), and a search
+    that finds nothing."""
 
     def create() -> Request:
         body = {
@@ -45,49 +54,65 @@ def _parity_requests(isbns: Iterator[str]) -> dict[str, Callable[[], Request]]:
 
     return {
         "get_book": lambda: ("GET", "/api/v1/books/1", None),
-        "list_books": lambda: ("GET", "/api/v1/books?min_price=10.00&max_price=30.00&sort=-price&limit=20", None),
+        "list_books": lambda: ("GET", "/api/v1/books?limit=20", None),
+        "filter_books": lambda: ("GET", "/api/v1/books?min_price=10.00&max_price=30.00&sort=-price&limit=20", None),
+        "search_books": lambda: ("GET", f"/api/v1/books?q={quote(data.words[0], safe='')}&limit=20", None),
+        "search_books (no match)": lambda: ("GET", f"/api/v1/books?q={NO_MATCH_WORD}&limit=20", None),
+        "deep_cursor": lambda: ("GET", f"/api/v1/books?limit=20&cursor={data.cursors[0]}", None),
         "create_book": create,
         "update_book": lambda: ("PATCH", "/api/v1/books/1", {"price": "12.34"}),
     }
 
 
+def _book_ids(response: httpx.Response) -> list[int] | None:
+    """The ids of the books a read answered with (a page's items, or the one book); None for writes
+    and failures."""
+    if response.request.method != "GET" or not response.is_success:
+        return None
+    body = response.json()
+    return [item["id"] for item in body["items"]] if "items" in body else [body["id"]]
+
+
 def _statements_of(
     log: StatementLog, server: HttpServer, make: Callable[[], Request], token: str
-) -> tuple[list[str], int]:
-    """The statements of the second of two requests (the first prepares them), and its status."""
+) -> tuple[list[str], int, list[int] | None]:
+    """The statements of the second of two requests (the first prepares them), its status and
+    the ids of the books it answered with (reads only)."""
     statements: list[str] = []
-    status = 0
+    response: httpx.Response | None = None
     for _ in range(2):
         method, path, body = make()
         headers = {"Authorization": f"Bearer {token}"} if method != "GET" else {}
         with log.capture() as captured:
-            status = httpx.request(method, server.base_url + path, json=body, headers=headers, timeout=10).status_code
+            response = httpx.request(method, server.base_url + path, json=body, headers=headers, timeout=10)
         statements = captured
-    return statements, status
+    assert response is not None
+    return statements, response.status_code, _book_ids(response)
 
 
 def check_sql_parity(
-    database_url: str, servers: Mapping[str, HttpServer], token: str, skip: set[str]
+    database_url: str, servers: Mapping[str, HttpServer], token: str, skip: set[str], data: ScenarioData
 ) -> dict[str, Any]:
     """Send one request per scenario to app and floor with PostgreSQL's statement log on; compare."""
     isbns = _isbns(skip)
     report: dict[str, Any] = {}
     with statement_log(database_url) as log:
-        for scenario, make in _parity_requests(isbns).items():
+        for scenario, make in _parity_requests(isbns, data).items():
             entry: dict[str, Any] = {}
             for target, server in servers.items():
-                statements, status = _statements_of(log, server, make, token)
-                entry[target] = {"status": status, "statements": statements}
+                statements, status, book_ids = _statements_of(log, server, make, token)
+                entry[target] = {"status": status, "statements": statements, "book_ids": book_ids}
             app_statements = entry["app"]["statements"]
             auth = [s for s in app_statements if any(marker in s for marker in AUTH_STATEMENT_MARKERS)]
             entry["app_auth_statements"] = len(auth)
             entry["same"] = [s for s in app_statements if s not in auth] == entry["floor"]["statements"]
+            entry["same_rows"] = entry["app"]["book_ids"] == entry["floor"]["book_ids"]
             report[scenario] = entry
     return report
 
 
 def print_parity(report: Mapping[str, Any]) -> list[str]:
-    """Print the SQL check; return the scenarios whose statements differ."""
+    """Print the SQL check; return the scenarios whose statements or rows differ."""
     print("\nSQL per request (PostgreSQL statement log, 2nd of two requests, app vs floor):")
     different = []
     for scenario, entry in report.items():
@@ -95,11 +120,18 @@ def print_parity(report: Mapping[str, Any]) -> list[str]:
         auth = entry["app_auth_statements"]
         note = f" + {auth} authentication statement(s) in the app only" if auth else ""
         verdict = "same statements" if entry["same"] else "DIFFERENT statements"
+        if app["book_ids"] is not None or floor["book_ids"] is not None:
+            count = len(app["book_ids"] or [])
+            verdict += f", same {count} books" if entry["same_rows"] else ", DIFFERENT rows"
         statuses = f"HTTP {app['status']}/{floor['status']}"
         print(f"  {scenario}: {verdict} ({len(floor['statements'])} in the floor{note}); {statuses}")
         if not entry["same"]:
-            different.append(scenario)
             for target in ("app", "floor"):
                 for statement in entry[target]["statements"]:
                     print(f"      {target}: {statement}")
+        if not entry["same_rows"]:
+            for target in ("app", "floor"):
+                print(f"      {target} books: {entry[target]['book_ids']}")
+        if not (entry["same"] and entry["same_rows"]):
+            different.append(scenario)
     return different

@@ -5,7 +5,9 @@
 --   lib.scenario = "get_book"
 --   request = lib.get_book
 --
--- and gets setup()/init()/response()/done() (and delay() when RATE is set) from here.
+-- and gets setup()/init()/response()/done() (and delay() when RATE is set) from here. A scenario
+-- that draws from a file names the file's environment variable in lib.files (init() reads it into
+-- lib.lines[name]).
 --
 -- Environment:
 --   TOKEN          bearer access token; sent only with writes (reads are anonymous, like public browsing)
@@ -16,6 +18,8 @@
 --   ISBN_SLOT      0..99, the run-unique part of created ISBNs (default: os.time() % 100)
 --   ISBN_SKIP_FILE optional file of ISBN-13s (one a line) already in the database, never generated
 --   READ_PCT       share of reads in mixed.lua (default 90)
+--   SEARCH_WORDS_FILE  search words, URL-encoded, one a line (search_books.lua)
+--   CURSOR_FILE    page cursors of the default listing, one a line (deep_cursor.lua)
 --
 -- done() prints ONE line:
 --   RESULT {"scenario":..., "rps":..., "p50_ms":..., "p99_ms":..., "p999_ms":..., "non2xx":..., "requests":..., ...}
@@ -24,6 +28,8 @@
 
 local lib = {}
 lib.scenario = "unnamed"
+lib.files = {}
+lib.lines = {}
 
 local threads, counter = {}, 1
 
@@ -71,6 +77,16 @@ function init(args)
   for name, value in pairs(json_headers) do auth_json_headers[name] = value end
   local token = os.getenv("TOKEN")
   if token and token ~= "" then auth_json_headers["Authorization"] = "Bearer " .. token end
+  for _, name in ipairs(lib.files) do
+    local path = os.getenv(name)
+    if path == nil or path == "" then error(lib.scenario .. " needs " .. name .. " (a file, one entry a line)") end
+    local lines = {}
+    for line in io.lines(path) do
+      if line ~= "" then table.insert(lines, line) end
+    end
+    if #lines == 0 then error(name .. " (" .. path .. ") is empty") end
+    lib.lines[name] = lines
+  end
 end
 
 function response(status, headers, body)
@@ -189,13 +205,33 @@ function lib.get_book()
   return wrk.format("GET", "/api/v1/books/" .. lib.random_id())
 end
 
+local function pick(name)
+  local lines = lib.lines[name]
+  return lines[math.random(#lines)]
+end
+
 function lib.list_books()
+  -- The catalogue's first page: newest first, no filters (the count up to 1000, then the page).
+  return wrk.format("GET", "/api/v1/books?limit=20")
+end
+
+function lib.filter_books()
   -- A 20-unit price window anywhere in the seeded range (prices 1.99..89.98), most expensive first.
   local low = math.random(0, 7000)
   local path = string.format(
     "/api/v1/books?min_price=%d.%02d&max_price=%d.%02d&sort=-price&limit=20",
     math.floor(low / 100), low % 100, math.floor(low / 100) + 20, low % 100)
   return wrk.format("GET", path)
+end
+
+function lib.search_books()
+  -- A word of the seed's vocabulary (SEARCH_WORDS_FILE, already URL-encoded), newest matches first.
+  return wrk.format("GET", "/api/v1/books?q=" .. pick("SEARCH_WORDS_FILE") .. "&limit=20")
+end
+
+function lib.deep_cursor()
+  -- A page deep in the default listing, through a cursor the app issued (CURSOR_FILE: base64url, URL-safe).
+  return wrk.format("GET", "/api/v1/books?limit=20&cursor=" .. pick("CURSOR_FILE"))
 end
 
 function lib.create_book()

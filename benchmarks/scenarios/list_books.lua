@@ -1,5 +1,5 @@
--- GET /api/v1/books?min_price=A&max_price=A+20&sort=-price&limit=20: a filtered, sorted page of 20
--- (the count of all matches plus the page), with a random price window so pages differ.
+-- GET /api/v1/books?limit=20: the catalogue's default page (newest first, no filters), anonymous:
+-- the count of the books up to 1000, then the page.
 package.path = "benchmarks/scenarios/?.lua;" .. package.path
 local lib = require "lib"
 lib.scenario = "list_books"
