@@ -11,7 +11,7 @@ statement log, that both send the same statements):
   The floor reads the position from the cursor's payload and skips what the app checks (its
   HMAC tag, expiry and listing fingerprint): a few microseconds of CPU it does not claim to measure.
 - ``GET /api/v1/books?q=[&limit=][&offset=]``: a text search (``search_books``): the page within the
-  newest 5,000 books, and only when that is not a full page, the page of all matches; no count.
+  newest 2,000 books, and only when that is not a full page, the page of all matches; no count.
 - ``GET /api/v1/books?min_price=&max_price=&sort=-price[&limit=][&offset=]``: the capped count and
   the page of the ``filter_books`` scenario (price window, most expensive first).
 - ``POST /api/v1/books``: the INSERT ... RETURNING; 201 with the book.
@@ -60,7 +60,7 @@ BOOKS = "/api/v1/books"
 _BOOK_PREFIX = BOOKS + "/"
 
 # The statements of bookstore/books/queries.py for these requests, verbatim: counts capped at
-# TOTAL_COUNT_LIMIT + 1, pages of limit + 1 rows, a search window of _SEARCH_WINDOW (5,000) rows.
+# TOTAL_COUNT_LIMIT + 1, pages of limit + 1 rows, a search window of SEARCH_WINDOW (2,000) rows.
 _TOTAL_COUNT_LIMIT = 1000  # bookstore.books.schemas.TOTAL_COUNT_LIMIT
 SQL_GET = (
     "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
@@ -78,7 +78,7 @@ SQL_PAGE_NEWEST_AFTER = (
 SQL_SEARCH_WINDOW = (
     "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
     "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version, "
-    "search_vector FROM book ORDER BY created_at DESC, id DESC LIMIT 5000) AS head "
+    "search_vector FROM book ORDER BY created_at DESC, id DESC LIMIT 2000) AS head "
     "WHERE search_vector @@ to_tsquery('simple', $1) ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
 )
 SQL_SEARCH_ALL = (

@@ -81,9 +81,10 @@ def catalogue(live_server: BookstoreProcess, database_url: str) -> Iterator[Cata
 # any schema-valid request must be accepted. The others legitimately answer 400 or 412 to some
 # schema-valid requests, which `positive_data_acceptance` would report as false positives:
 # - ISBN-13 check digits, email syntax after NFKC normalisation, "at most one year in the future"
-#   publish dates, `q` needing a letter or digit, and a password change needing `current_password`
-#   cannot be written in JSON Schema: 400 is the documented answer (RegisterUser, ListBooks,
-#   CreateBook, ReplaceBook, UpdateBook, UpdateCurrentUser);
+#   publish dates, `q` needing a letter or digit, `sort=relevance` needing `q`, a `cursor` having
+#   to be one the service issued for the same listing, and a password change needing
+#   `current_password` cannot be written in JSON Schema: 400 is the documented answer
+#   (RegisterUser, ListBooks, CreateBook, ReplaceBook, UpdateBook, UpdateCurrentUser);
 # - a well-formed but stale `If-Match` must get 412 (RFC 9110 13.1.1; ReplaceBook, UpdateBook,
 #   DeleteBook), and 412 is not in the check's accepted statuses.
 FULLY_DESCRIBED_OPERATIONS = [
