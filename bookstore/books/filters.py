@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -15,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from bookstore.books.isbn import InvalidIsbnError, normalise_isbn
-from bookstore.books.queries import BookFilters, PagePosition, search_query
+from bookstore.books.queries import MAX_SEARCH_WORDS, BookFilters, PagePosition, search_words
 from bookstore.books.schemas import (
     PRICE_TEXT_PATTERN,
     TOTAL_COUNT_LIMIT,
@@ -97,6 +98,16 @@ def _price(value: str | None, key: str) -> Decimal | None:
         raise invalid_input(split_field_error(error)[0], key=key, source="query") from None
 
 
+def _require_single_values(request: Request[Any, Any, Any]) -> None:
+    # Litestar reads the last value of a repeated key and checks only that one: `sort=x&sort=title`
+    # would pass, and which of two `q` counts is a guess the client should not have to make.
+    given: set[str] = set()
+    for key, _ in request.query_params.multi_items():
+        if key in given and key in _PARAMETERS:
+            raise invalid_input("must be given once", key=key, source="query")
+        given.add(key)
+
+
 def _require_canonical_ints(request: Request[Any, Any, Any], *keys: str) -> None:
     # Litestar has converted and range-checked these with msgspec's lax rules ("1e2" is 100, "1.0"
     # is 1); the text must also be canonical. Every value of a repeated key, not only the last one
@@ -151,7 +162,13 @@ def provide_book_filters(
     q: Annotated[
         str | None,
         QueryParameter(
-            min_length=1, max_length=200, pattern=SINGLE_LINE_PATTERN, description="Words in title or author."
+            min_length=1,
+            max_length=200,
+            pattern=SINGLE_LINE_PATTERN,
+            description=(
+                f"Up to {MAX_SEARCH_WORDS} words (letters and digits) that title or author must all have; "
+                "the last one may be the start of a word."
+            ),
         ),
     ] = None,
     isbn: Annotated[str | None, QueryParameter(min_length=10, max_length=20, description="ISBN-10 or -13.")] = None,
@@ -169,12 +186,17 @@ def provide_book_filters(
     ] = "-created_at",
 ) -> BookFilters:
     """The filters of a list request; 400 naming the parameter when one is not acceptable."""
+    _require_single_values(request)
     _require_canonical_ints(request, "limit", "offset")
-    if q is not None and search_query(q) is None:
-        raise invalid_input("must contain at least one letter or digit", key="q", source="query")
+    if q is not None:
+        words = search_words(q)
+        if not words:
+            raise invalid_input("must contain at least one letter or digit", key="q", source="query")
+        if len(words) > MAX_SEARCH_WORDS:
+            raise invalid_input(f"must have at most {MAX_SEARCH_WORDS} different words", key="q", source="query")
     if sort == "relevance" and q is None:
         raise invalid_input("`relevance` needs a search (`q`)", key="sort", source="query")
-    if cursor is not None and offset:
+    if cursor is not None and "offset" in request.query_params:
         raise invalid_input("cannot be combined with `cursor`", key="offset", source="query")
     if isbn is not None:
         try:
@@ -197,3 +219,7 @@ def provide_book_filters(
     if cursor is None:
         return filters
     return dataclasses.replace(filters, position=_position_of(page_cursors, cursor, filters))
+
+
+# The query parameters of a listing (every parameter above but the request and the signer).
+_PARAMETERS = frozenset(inspect.signature(provide_book_filters).parameters) - {"request", "page_cursors"}

@@ -69,7 +69,9 @@ class CursorSigner:
             payload, tag = _b64decode(encoded_payload), _b64decode(encoded_tag)
         except (binascii.Error, ValueError):
             raise InvalidCursorError("is not a cursor issued by this service") from None
-        if not hmac.compare_digest(tag, self._tag(payload)):
+        # The text must also be the one spelling sign() writes: base64 decoding also takes padding,
+        # "+" and "/", and ignores the unused low bits of the last character.
+        if not hmac.compare_digest(tag, self._tag(payload)) or cursor != f"{_b64encode(payload)}.{_b64encode(tag)}":
             raise InvalidCursorError("is not a cursor issued by this service")
         # Signed by us, so it parses; a failure here would be a bug, not bad input.
         expires_at, *values = _decoder.decode(payload)

@@ -626,7 +626,15 @@ async def test_window_and_index_queries_list_the_books_of_the_reference_query(
 # --- readers whose neighbourhood disappeared, and the longest cursors -----------------------------
 
 
-async def test_going_back_to_a_start_emptied_meanwhile_gives_the_first_page(
+async def test_a_previous_page_holds_only_books_before_the_cursor(client: ApiClient, db: asyncpg.Connection) -> None:
+    ids = await insert_books(db, [Row(title=f"T{n}") for n in range(6)])
+    offset_page = await get_page(client, {"sort": "title", "limit": 4, "offset": 2})
+    back = await get_page(client, {"sort": "title", "limit": 4, "cursor": offset_page.prev_cursor})
+    assert (back.ids, back.prev_cursor) == (ids[:2], None)
+    assert (await get_page(client, {"sort": "title", "limit": 4, "cursor": back.next_cursor})).ids == ids[2:]
+
+
+async def test_going_back_to_a_start_emptied_meanwhile_leads_on_to_where_the_reader_was(
     client: ApiClient, db: asyncpg.Connection
 ) -> None:
     await insert_books(db, [Row(title=f"T{n}") for n in range(6)])
@@ -634,7 +642,8 @@ async def test_going_back_to_a_start_emptied_meanwhile_gives_the_first_page(
     second = await get_page(client, {"sort": "title", "limit": 3, "cursor": first.next_cursor})
     await db.execute("DELETE FROM book WHERE id = ANY($1::bigint[])", first.ids)
     back = await get_page(client, {"sort": "title", "limit": 3, "cursor": second.prev_cursor})
-    assert back == Page(second.ids, None, None)
+    assert (back.ids, back.prev_cursor) == ([], None)
+    assert (await get_page(client, {"sort": "title", "limit": 3, "cursor": back.next_cursor})).ids == second.ids
 
 
 @pytest.mark.parametrize("sort", ["title", "-title"])
@@ -667,3 +676,28 @@ async def test_cursors_of_a_price_filtered_listing_walk_it(client: ApiClient, db
     params = {"min_price": "7.5", "max_price": "10", "sort": "-price"}
     pages = await walk_forward(client, params, itertools.repeat(1))
     assert ids_of(pages) == [ids[3], ids[2], ids[1]]
+
+
+@pytest.mark.parametrize(
+    ("params", "key"),
+    [
+        ({"sort": ["bogus", "title"]}, "sort"),
+        ({"q": ["garden", "tide"]}, "q"),
+        ({"limit": ["3", "5"]}, "limit"),
+        ({"include_total": ["true", "false"]}, "include_total"),
+        ({"q": " ".join(f"w{n}" for n in range(11))}, "q"),
+        ({"q": "_ __"}, "q"),
+    ],
+)
+async def test_repeated_parameters_and_unsearchable_text_are_a_400_naming_the_parameter(
+    client: ApiClient, params: dict[str, Any], key: str
+) -> None:
+    response = await client.get(BOOKS, params=params)
+    assert_problem(response, 400)
+    assert [error["key"] for error in response.json()["errors"]] == [key]
+
+
+async def test_a_cursor_with_offset_zero_is_a_400_naming_offset(client: ApiClient, title_page: Page) -> None:
+    response = await client.get(BOOKS, params={"sort": "title", "offset": 0, "cursor": title_page.next_cursor})
+    assert_problem(response, 400)
+    assert [error["key"] for error in response.json()["errors"]] == ["offset"]

@@ -158,6 +158,13 @@ def _with_the_tag_of_another_cursor(cursor: str) -> str:
     return f"{payload}.{other_tag}"
 
 
+def _with_unused_tag_bits_set(cursor: str) -> str:
+    # A 16-byte tag is 22 base64 characters carrying 132 bits: the last character's low 4 are unused.
+    payload, tag = _payload_and_tag(cursor)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return f"{payload}.{tag[:-1]}{alphabet[alphabet.index(tag[-1]) ^ 1]}"
+
+
 FORGERIES: dict[str, Callable[[str], str]] = {
     "payload bit flipped": _with_flipped_payload_bit,
     "tag bit flipped": _with_flipped_tag_bit,
@@ -178,6 +185,12 @@ FORGERIES: dict[str, Callable[[str], str]] = {
     "whitespace inside": lambda cursor: cursor[:5] + " " + cursor[5:],
     "non-ASCII": lambda cursor: "é" + cursor,
     "NUL": lambda cursor: "\x00" + cursor,
+    # Other spellings of the same bytes: refused too, so that a cursor has exactly one text.
+    "padding added": lambda cursor: cursor.replace(".", "==.") + "==",
+    "standard alphabet": lambda cursor: (
+        cursor.replace("-", "+").replace("_", "/") + ("" if "-" in cursor or "_" in cursor else "+")
+    ),
+    "unused low bits of the tag set": _with_unused_tag_bits_set,
 }
 
 
