@@ -40,6 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     page_cursor_ttl_seconds: Annotated[int, Meta(ge=1, le=30 * 24 * 3600)] = 24 * 3600
     db_pool_min_size: Annotated[int, Meta(ge=1, le=100)] = 2
     db_pool_max_size: Annotated[int, Meta(ge=1, le=100)] = 10
+    # asyncpg's prepared-statement cache per connection (its default, 100). 0 behind PgBouncer in
+    # transaction mode without prepared-statement support: statements are then unnamed, parsed each time.
+    db_statement_cache_size: Annotated[int, Meta(ge=0, le=10_000)] = 100
     # Every wait on PostgreSQL is bounded; past a bound the request gets 503 (see README,
     # "Failure behaviour"). statement_timeout stops a slow statement in the server; the command
     # timeout, meant to be longer, is the client's bound for a server that does not answer.
@@ -107,6 +110,7 @@ _ENV_FIELDS = {
     "BOOKSTORE_PAGE_CURSOR_TTL_SECONDS": "page_cursor_ttl_seconds",
     "BOOKSTORE_DB_POOL_MIN_SIZE": "db_pool_min_size",
     "BOOKSTORE_DB_POOL_MAX_SIZE": "db_pool_max_size",
+    "BOOKSTORE_DB_STATEMENT_CACHE_SIZE": "db_statement_cache_size",
     "BOOKSTORE_DB_CONNECT_TIMEOUT_SECONDS": "db_connect_timeout_seconds",
     "BOOKSTORE_DB_ACQUIRE_TIMEOUT_SECONDS": "db_acquire_timeout_seconds",
     "BOOKSTORE_DB_STATEMENT_TIMEOUT_SECONDS": "db_statement_timeout_seconds",
@@ -137,8 +141,9 @@ _ENV_FIELDS = {
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read, validate and return the settings; raise :class:`SettingsError` on any problem.
 
-    In production an explicit ``BOOKSTORE_SECRET_KEY`` is required. In development a missing secret
-    is generated once and kept in the data directory, so every worker process shares it.
+    In production an explicit ``DATABASE_URL`` and ``BOOKSTORE_SECRET_KEY`` are required. In
+    development a missing database is the embedded PostgreSQL, and a missing secret is generated
+    once and kept in the data directory, so every worker process shares it.
     """
     environ = os.environ if environ is None else environ
     raw: dict[str, object] = {
@@ -146,6 +151,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     }
     if isinstance(raw.get("trusted_proxies"), str):
         raw["trusted_proxies"] = [item.strip() for item in str(raw["trusted_proxies"]).split(",") if item.strip()]
+    # Checked before anything starts: a container without it must fail, not run a private
+    # database that dies with the container.
+    if raw.get("env") == "production" and "database_url" not in raw:
+        raise SettingsError(
+            "DATABASE_URL must be set in production (postgresql://user:password@host:5432/database); "
+            "the embedded PostgreSQL is for development only"
+        )
     if "secret_key" not in raw:
         if raw.get("env") == "production":
             raise SettingsError(

@@ -232,6 +232,7 @@ async def open_pool(settings: Settings) -> None:
         reset=_keep_session_state,
         connect=_connect,
         timeout=settings.db_connect_timeout_seconds,
+        statement_cache_size=settings.db_statement_cache_size,
         # Set once per connection, when it opens: free per statement.
         server_settings={"statement_timeout": str(max(1, round(settings.db_statement_timeout_seconds * 1000)))},
     )

@@ -10,6 +10,7 @@ import pytest
 from bookstore.settings import MIN_SECRET_BYTES, Settings, SettingsError, load_settings
 
 SECRET = "s" * 64
+DATABASE_URL = "postgresql://db.example/bookstore"
 
 
 def environ(tmp_path: Path, **values: str) -> dict[str, str]:
@@ -63,7 +64,7 @@ def test_values_are_read_from_their_variables(tmp_path: Path) -> None:
         environ(
             tmp_path,
             BOOKSTORE_ENV="production",
-            DATABASE_URL="postgresql://db.example/bookstore",
+            DATABASE_URL=DATABASE_URL,
             BOOKSTORE_SECRET_KEY=SECRET,
             BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS="120",
             BOOKSTORE_REFRESH_TOKEN_TTL_SECONDS="7200",
@@ -78,7 +79,7 @@ def test_values_are_read_from_their_variables(tmp_path: Path) -> None:
         )
     )
     assert settings.is_production is True
-    assert settings.database_url == "postgresql://db.example/bookstore"
+    assert settings.database_url == DATABASE_URL
     assert settings.data_dir == tmp_path
     assert settings.access_token_ttl_seconds == 120
     assert settings.refresh_token_ttl_seconds == 7200
@@ -122,36 +123,62 @@ def test_docs_enabled_rejects_a_non_boolean(tmp_path: Path) -> None:
         load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DOCS_ENABLED="maybe"))
 
 
+# --- the database in production ------------------------------------------------------------------
+
+
+def test_production_without_database_url_is_rejected_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"^DATABASE_URL must be set in production .*for development only$"):
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="production", BOOKSTORE_SECRET_KEY=SECRET))
+
+
+def test_production_with_an_empty_database_url_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="production", BOOKSTORE_SECRET_KEY=SECRET, DATABASE_URL=""))
+
+
+def test_production_without_anything_names_the_database_first_and_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="production"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_development_without_database_url_uses_the_embedded_database(tmp_path: Path) -> None:
+    assert load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET)).database_url is None
+
+
 # --- the secret -----------------------------------------------------------------------------------
 
 
 def test_production_without_secret_key_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="BOOKSTORE_SECRET_KEY"):
-        load_settings(environ(tmp_path, BOOKSTORE_ENV="production"))
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="production", DATABASE_URL=DATABASE_URL))
 
 
 def test_production_without_secret_key_does_not_generate_one(tmp_path: Path) -> None:
     with pytest.raises(SettingsError):
-        load_settings(environ(tmp_path, BOOKSTORE_ENV="production"))
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="production", DATABASE_URL=DATABASE_URL))
     assert not (tmp_path / "secret_key").exists()
 
 
 def test_production_with_an_empty_secret_key_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="BOOKSTORE_SECRET_KEY"):
-        load_settings(environ(tmp_path, BOOKSTORE_ENV="production", BOOKSTORE_SECRET_KEY=""))
+        load_settings(environ(tmp_path, BOOKSTORE_ENV="production", DATABASE_URL=DATABASE_URL, BOOKSTORE_SECRET_KEY=""))
 
 
 @pytest.mark.parametrize("env", ["development", "production"])
 def test_secret_shorter_than_32_bytes_is_rejected(tmp_path: Path, env: str) -> None:
     short = "k" * (MIN_SECRET_BYTES - 1)
     with pytest.raises(SettingsError, match="BOOKSTORE_SECRET_KEY"):
-        load_settings(environ(tmp_path, BOOKSTORE_ENV=env, BOOKSTORE_SECRET_KEY=short))
+        load_settings(environ(tmp_path, BOOKSTORE_ENV=env, DATABASE_URL=DATABASE_URL, BOOKSTORE_SECRET_KEY=short))
 
 
 @pytest.mark.parametrize("env", ["development", "production"])
 def test_secret_of_exactly_32_bytes_is_accepted(tmp_path: Path, env: str) -> None:
     secret = "k" * MIN_SECRET_BYTES
-    assert load_settings(environ(tmp_path, BOOKSTORE_ENV=env, BOOKSTORE_SECRET_KEY=secret)).secret_key == secret
+    settings = load_settings(
+        environ(tmp_path, BOOKSTORE_ENV=env, DATABASE_URL=DATABASE_URL, BOOKSTORE_SECRET_KEY=secret)
+    )
+    assert settings.secret_key == secret
 
 
 def test_development_without_secret_creates_a_private_secret_file(tmp_path: Path) -> None:
