@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bookstore.core.ratelimit import API_POLICY
-from tests.helpers import PASSWORD, bearer, unique_email
+from tests.helpers import PASSWORD, bearer, book_payload, unique_email
 from tests.servers import BookstoreProcess
 
 LIMIT = 20
@@ -115,3 +115,32 @@ def test_logout_on_one_instance_revokes_the_token_on_the_other(
     assert httpx.get(f"{second.base_url}/api/v1/users/me", headers=headers).status_code == 401
     refresh = httpx.post(f"{second.base_url}/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert refresh.status_code == 401
+
+
+def test_both_instances_serve_the_same_data(two_instances: tuple[BookstoreProcess, BookstoreProcess]) -> None:
+    """What replicas behind a proxy need: a write through one instance is what the other reads."""
+    first, second = two_instances
+    email = unique_email()
+    assert httpx.post(f"{first.base_url}/api/v1/auth/register", json={"email": email, "password": PASSWORD}).is_success
+    login = httpx.post(f"{first.base_url}/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    headers = bearer(login.json()["access_token"])
+    created = httpx.post(f"{first.base_url}{BOOKS}", json=book_payload(price="12.50"), headers=headers)
+    assert created.status_code == 201, created.text
+    book = created.json()
+
+    read_on_second = httpx.get(f"{second.base_url}{BOOKS}/{book['id']}")
+    assert read_on_second.status_code == 200
+    assert read_on_second.json() == book
+    assert read_on_second.headers["etag"] == created.headers["etag"]
+
+    updated = httpx.patch(
+        f"{second.base_url}{BOOKS}/{book['id']}",
+        json={"price": "15.00"},
+        headers={**headers, "If-Match": read_on_second.headers["etag"]},
+    )
+    assert updated.status_code == 200, updated.text
+
+    read_on_first = httpx.get(f"{first.base_url}{BOOKS}/{book['id']}")
+    assert read_on_first.json() == updated.json()
+    assert read_on_first.json()["price"] == "15.00"
+    assert read_on_first.headers["etag"] == updated.headers["etag"] != created.headers["etag"]

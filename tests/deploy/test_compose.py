@@ -1,0 +1,462 @@
+"""The compose stack (compose.yaml, .env.example, deploy/compose/Caddyfile), checked against the
+code without a container engine (none exists here).
+
+The `migrate` service's command line (the image's ENTRYPOINT + the service's command, with the
+image's and the service's environment) runs against an empty database of the tests' PostgreSQL,
+and so do the `docker compose run --rm migrate …` commands the README documents. The rest reads
+the files: what compose would do with them is validated by `check-jsonschema` in .ci/run; what
+a container engine would do with them was not run here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import pytest
+import yaml
+from piccolo.apps.migrations.commands.base import BaseMigrationManager
+
+from bookstore.piccolo_app import APP_CONFIG
+from bookstore.settings import _ENV_FIELDS, Settings
+from bookstore.testing import fetch_rows
+from tests.deploy.test_image import local_environment, read_image, read_stages
+from tests.helpers import PASSWORD
+from tests.servers import _absent
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+ENV_EXAMPLE = ROOT / ".env.example"
+CADDYFILE = ROOT / "deploy" / "compose" / "Caddyfile"
+# Variables the stack cannot run without and that no file may supply a value for.
+REQUIRED_SECRETS = {"POSTGRES_PASSWORD", "BOOKSTORE_SECRET_KEY"}
+# Settings compose.yaml fixes for the stack instead of passing them on from .env.
+FIXED_SETTINGS = {"BOOKSTORE_ENV", "DATABASE_URL", "REDIS_URL", "BOOKSTORE_TRUSTED_PROXIES", "BOOKSTORE_SECRET_KEY"}
+# Only the embedded database and the development secret live in the data directory.
+UNUSED_SETTINGS = {"BOOKSTORE_DATA_DIR"}
+SETTING_DEFAULTS = {field.name: field.default for field in msgspec.structs.fields(Settings)}
+# Compose's ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error} and ${NAME?error}.
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<operator>:?[-?])(?P<argument>[^}]*))?\}")
+_ASSIGNMENT = re.compile(r"^(?P<comment>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+
+
+class MissingVariableError(Exception):
+    """A ``${NAME:?message}`` whose variable is unset or empty: compose refuses to start."""
+
+
+def interpolate(text: str, environment: Mapping[str, str]) -> str:
+    """Compose's variable interpolation of ``text`` (the forms in ``_VARIABLE``)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, operator, argument = match["name"], match["operator"], match["argument"]
+        value = environment.get(name)
+        missing = value is None or (value == "" and operator is not None and operator.startswith(":"))
+        if missing and operator is not None and operator.endswith("?"):
+            raise MissingVariableError(f"{name}: {argument}")
+        if missing and operator is not None and operator.endswith("-"):
+            return argument
+        return value or ""
+
+    return _VARIABLE.sub(replace, text)
+
+
+def load_compose(environment: Mapping[str, str]) -> dict[str, Any]:
+    """compose.yaml as compose reads it: parsed, then every string value interpolated."""
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str):
+            return interpolate(value, environment)
+        if isinstance(value, dict):
+            return {key: resolve(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        return value
+
+    compose: dict[str, Any] = resolve(yaml.safe_load(COMPOSE.read_text()))
+    return compose
+
+
+def stack_environment(**values: str) -> dict[str, str]:
+    """What .env would hold: the secrets set, nothing else."""
+    return {"POSTGRES_PASSWORD": secrets.token_hex(24), "BOOKSTORE_SECRET_KEY": secrets.token_hex(32), **values}
+
+
+def env_example() -> dict[str, tuple[bool, str]]:
+    """.env.example's variables: name -> (commented out, value)."""
+    found = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if match := _ASSIGNMENT.match(line):
+            found[match["name"]] = (match["comment"] is not None, match["value"])
+    return found
+
+
+def load_diagram_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_diagram", ROOT / "docs" / "diagram.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)s", duration)
+    assert match, f"{duration!r}: expected whole seconds such as 30s"
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose(stack_environment())
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    """A new, empty database on the tests' PostgreSQL, as a fresh postgres volume would be.
+
+    Created from the session's URL directly: the ``database_url`` fixture would empty the session's
+    tables after the test, which assumes they were migrated."""
+    server_url = os.environ["DATABASE_URL"]
+    name = f"compose_{secrets.token_hex(6)}"
+    fetch_rows(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        fetch_rows(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def run_migrate_service(
+    compose: dict[str, Any], database_url: str, directory: Path, command: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """What the `migrate` container runs: ENTRYPOINT + ``command`` (the service's own by default,
+    as `docker compose run --rm migrate ARGS` replaces it by ARGS) with the image's ENV and the
+    service's environment, on this machine: DATABASE_URL points at ``database_url`` instead of the
+    stack's `postgres` host, and the project's venv stands in for the image's."""
+    service = compose["services"]["migrate"]
+    environment = {**service["environment"], "DATABASE_URL": database_url}
+    workdir = directory / "workdir"
+    workdir.mkdir(exist_ok=True)
+    env = local_environment(read_image(), **environment)
+    entrypoint = read_stages()[-1].exec_form("ENTRYPOINT")
+    program = shutil.which(entrypoint[0], path=env["PATH"])
+    assert program, f"{entrypoint[0]} is not on the image's PATH"
+    argv = [program, *entrypoint[1:], *(service["command"] if command is None else command)]
+    return subprocess.run(argv, env=env, cwd=workdir, capture_output=True, text=True, timeout=120, check=False)
+
+
+def public_tables(database_url: str) -> set[str]:
+    return {row[0] for row in fetch_rows(database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+# --- the one-shot service and the commands run through it ----------------------------------------
+
+
+def test_migrate_service_creates_every_table_in_an_empty_database(
+    compose: dict[str, Any], empty_database: str, tmp_path: Path
+) -> None:
+    assert public_tables(empty_database) == set()
+    done = run_migrate_service(compose, empty_database, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Migrations applied." in done.stdout
+    expected = {table._meta.tablename for table in APP_CONFIG.table_classes}
+    assert expected <= public_tables(empty_database)
+    applied = fetch_rows(empty_database, "SELECT name FROM migration WHERE app_name = $1", APP_CONFIG.app_name)
+    migrations = BaseMigrationManager().get_migration_modules(str(APP_CONFIG.resolved_migrations_folder_path))
+    assert sorted(row[0] for row in applied) == sorted(migrations)
+
+
+def test_migrate_service_succeeds_again_on_a_migrated_database(
+    compose: dict[str, Any], empty_database: str, tmp_path: Path
+) -> None:
+    """Every `docker compose up` runs it, and the API waits for it to succeed."""
+    assert run_migrate_service(compose, empty_database, tmp_path).returncode == 0
+    again = run_migrate_service(compose, empty_database, tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_createsuperuser_runs_through_the_migrate_service(
+    compose: dict[str, Any], empty_database: str, tmp_path: Path
+) -> None:
+    """docker compose run --rm migrate createsuperuser --email E --password P"""
+    done = run_migrate_service(
+        compose, empty_database, tmp_path, ["createsuperuser", "--email", "admin@example.com", "--password", PASSWORD]
+    )
+    assert done.returncode == 0, done.stderr
+    rows = fetch_rows(empty_database, "SELECT admin FROM app_user WHERE email = 'admin@example.com'")
+    assert [row[0] for row in rows] == [True]
+
+
+def test_seed_runs_through_the_migrate_service(compose: dict[str, Any], empty_database: str, tmp_path: Path) -> None:
+    """docker compose run --rm migrate seed --books N"""
+    done = run_migrate_service(compose, empty_database, tmp_path, ["seed", "--books", "25", "--seed", "1"])
+    assert done.returncode == 0, done.stderr
+    assert fetch_rows(empty_database, "SELECT count(*) FROM book")[0][0] == 25
+
+
+# --- the services ---------------------------------------------------------------------------------
+
+
+def test_api_runs_at_least_two_replicas_of_the_image_the_migrate_service_builds(compose: dict[str, Any]) -> None:
+    api, migrate = compose["services"]["api"], compose["services"]["migrate"]
+    assert api["deploy"]["replicas"] >= 2
+    assert api["image"] == migrate["image"]
+    assert (ROOT / migrate["build"]["context"] / migrate["build"]["dockerfile"]).resolve() == ROOT / "Containerfile"
+    assert "build" not in api
+    # Never looked for in a registry: it exists once the migrate service's build has run.
+    assert api["pull_policy"] == "never"
+
+
+def test_api_command_is_the_image_command(compose: dict[str, Any]) -> None:
+    """Spelled out in compose.yaml for the proxy and the diagram; it must not drift from the image."""
+    assert compose["services"]["api"]["command"] == read_stages()[-1].exec_form("CMD")
+
+
+def test_migrate_service_runs_once(compose: dict[str, Any]) -> None:
+    migrate = compose["services"]["migrate"]
+    assert migrate["command"] == ["migrate"]
+    assert migrate["restart"] == "no"
+    assert "deploy" not in migrate
+
+
+def test_only_the_proxy_publishes_ports(compose: dict[str, Any]) -> None:
+    publishing = {name for name, service in compose["services"].items() if service.get("ports")}
+    assert publishing == {"proxy"}
+    assert compose["services"]["proxy"]["ports"] == ["8080:80"]
+
+
+def test_api_trusts_forwarded_addresses_from_the_proxy_only(compose: dict[str, Any]) -> None:
+    api, proxy = compose["services"]["api"], compose["services"]["proxy"]
+    [(network, attachment)] = proxy["networks"].items()
+    address = ip_address(attachment["ipv4_address"])
+    assert api["environment"]["BOOKSTORE_TRUSTED_PROXIES"] == f"{address}/32"
+    assert network in api["networks"]
+    [subnet] = [ip_network(pool["subnet"]) for pool in compose["networks"][network]["ipam"]["config"]]
+    assert address in subnet
+
+
+def test_proxy_cannot_reach_the_database_or_redis(compose: dict[str, Any]) -> None:
+    services, networks = compose["services"], compose["networks"]
+    for store in ("postgres", "redis"):
+        assert set(services[store]["networks"]).isdisjoint(services["proxy"]["networks"])
+        assert all(networks[network]["internal"] is True for network in services[store]["networks"])
+
+
+def test_services_start_in_order(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    conditions = {
+        name: {dependency: rule["condition"] for dependency, rule in service.get("depends_on", {}).items()}
+        for name, service in services.items()
+    }
+    assert conditions["api"] == {
+        "postgres": "service_healthy",
+        "redis": "service_healthy",
+        "migrate": "service_completed_successfully",
+    }
+    assert conditions["migrate"] == {"postgres": "service_healthy"}
+    assert conditions["proxy"] == {"api": "service_healthy"}
+
+
+def test_every_service_waited_for_as_healthy_has_a_health_check(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    awaited = {
+        dependency
+        for service in services.values()
+        for dependency, rule in service.get("depends_on", {}).items()
+        if rule["condition"] == "service_healthy"
+    }
+    assert awaited == {"postgres", "redis", "api"}
+    assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # The API's is the image's HEALTHCHECK (GET /health).
+    assert "healthcheck" not in services["api"]
+    assert read_image().healthcheck
+
+
+def test_postgres_health_check_asks_over_tcp(compose: dict[str, Any]) -> None:
+    """While a new volume is initialised, the image's temporary server listens on the Unix socket
+    only: a check over the socket would report ready before the real server runs."""
+    command = compose["services"]["postgres"]["healthcheck"]["test"]
+    assert option(command, "--host") == "127.0.0.1"
+
+
+def test_redis_keeps_nothing_on_disk(compose: dict[str, Any]) -> None:
+    command = compose["services"]["redis"]["command"]
+    assert option(command, "--save") == ""
+    assert option(command, "--appendonly") == "no"
+
+
+def test_api_stop_grace_period_outlasts_granians_worker_kill_timeout(compose: dict[str, Any]) -> None:
+    match = re.search(r'"--workers-kill-timeout",\s*"(\d+)"', (ROOT / "bookstore" / "cli.py").read_text())
+    assert match, "bookstore serve no longer passes --workers-kill-timeout"
+    assert seconds(compose["services"]["api"]["stop_grace_period"]) > int(match.group(1))
+
+
+def test_database_url_matches_the_postgres_service(compose: dict[str, Any]) -> None:
+    password = "p4ssw0rd"
+    loaded = load_compose(stack_environment(POSTGRES_PASSWORD=password))
+    postgres = loaded["services"]["postgres"]["environment"]
+    for service in ("api", "migrate"):
+        url = urlsplit(loaded["services"][service]["environment"]["DATABASE_URL"])
+        assert (url.hostname, url.port) == ("postgres", 5432)
+        assert (url.username, url.password) == (postgres["POSTGRES_USER"], password)
+        assert url.path == f"/{postgres['POSTGRES_DB']}"
+        assert urlsplit(loaded["services"][service]["environment"]["REDIS_URL"]).hostname == "redis"
+
+
+# --- secrets and settings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", sorted(REQUIRED_SECRETS))
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_stack_refuses_to_start_without_a_secret(secret: str, value: str | None) -> None:
+    environment = stack_environment()
+    if value is None:
+        del environment[secret]
+    else:
+        environment[secret] = value
+    with pytest.raises(MissingVariableError, match=f"^{secret}: set {secret} in .env"):
+        load_compose(environment)
+
+
+def test_secrets_are_only_ever_required_never_defaulted() -> None:
+    uses = [match for match in _VARIABLE.finditer(COMPOSE.read_text()) if match["name"] in REQUIRED_SECRETS]
+    assert {match["name"] for match in uses} == REQUIRED_SECRETS
+    assert all(match["operator"] == ":?" for match in uses), [match[0] for match in uses]
+
+
+def test_compose_uses_only_braced_variables() -> None:
+    """`$NAME` would be interpolated too, and escape the checks here."""
+    assert re.findall(r"\$(?![{$])", COMPOSE.read_text()) == []
+
+
+def test_every_setting_reaches_the_api_and_migrate_containers(compose: dict[str, Any]) -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())
+    for service in ("api", "migrate"):
+        environment = raw["services"][service]["environment"]
+        passed_on = {name for name, value in environment.items() if value == f"${{{name}:-}}"}
+        assert passed_on == set(_ENV_FIELDS) - FIXED_SETTINGS - UNUSED_SETTINGS
+        assert FIXED_SETTINGS - {"BOOKSTORE_TRUSTED_PROXIES"} <= set(environment)
+    assert compose["services"]["api"]["environment"]["BOOKSTORE_ENV"] == "production"
+
+
+def test_env_example_names_every_setting_and_every_compose_variable() -> None:
+    listed = env_example()
+    compose_variables = {match["name"] for match in _VARIABLE.finditer(COMPOSE.read_text())}
+    assert set(_ENV_FIELDS) - set(listed) == set()
+    assert compose_variables - set(listed) == set()
+    # And nothing that neither reads.
+    assert set(listed) - set(_ENV_FIELDS) - compose_variables == set()
+
+
+def test_env_example_ships_no_secret_and_no_active_setting() -> None:
+    active = {name: value for name, (commented, value) in env_example().items() if not commented}
+    assert active == dict.fromkeys(REQUIRED_SECRETS, "")
+
+
+def test_env_example_shows_each_optional_settings_default() -> None:
+    listed = env_example()
+
+    def spelled(value: object) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+    for name in set(_ENV_FIELDS) - FIXED_SETTINGS:
+        assert listed[name] == (True, spelled(SETTING_DEFAULTS[_ENV_FIELDS[name]])), name
+
+
+def test_env_example_with_its_secrets_filled_in_is_a_valid_production_configuration(
+    compose: dict[str, Any],
+) -> None:
+    from bookstore.settings import load_settings
+
+    settings = load_settings(compose["services"]["api"]["environment"])
+    assert settings.is_production
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.trusted_proxies == (compose["services"]["api"]["environment"]["BOOKSTORE_TRUSTED_PROXIES"],)
+
+
+# --- the proxy ------------------------------------------------------------------------------------
+
+
+def test_proxy_mounts_the_caddyfile_read_only(compose: dict[str, Any]) -> None:
+    [volume] = compose["services"]["proxy"]["volumes"]
+    source, target, mode = volume.split(":")
+    assert (ROOT / source).resolve() == CADDYFILE
+    assert (target, mode) == ("/etc/caddy/Caddyfile", "ro")
+
+
+def test_caddy_balances_over_every_api_replica_on_the_api_port(compose: dict[str, Any]) -> None:
+    caddyfile = CADDYFILE.read_text()
+    match = re.search(r"^\s*dynamic a (\S+) (\d+)", caddyfile, re.MULTILINE)
+    assert match, "reverse_proxy should find the replicas in DNS (dynamic a)"
+    assert match.group(1) == "api"
+    assert match.group(2) == option(compose["services"]["api"]["command"], "--port")
+    assert re.search(r"^\s*lb_policy round_robin$", caddyfile, re.MULTILINE)
+    # Compressing would rewrite the ETags that If-Match compares as text.
+    assert not re.search(r"^\s*encode\b", caddyfile, re.MULTILINE)
+
+
+def test_caddy_drops_idle_connections_before_the_api_does() -> None:
+    match = re.search(r"^\s*keepalive (\d+)s$", CADDYFILE.read_text(), re.MULTILINE)
+    assert match
+    assert int(match.group(1)) < SETTING_DEFAULTS["header_read_timeout_seconds"]
+
+
+def test_caddyfile_is_valid() -> None:
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        _absent("caddy is not installed (Debian: apt-get install caddy)")
+    done = subprocess.run(
+        [caddy, "validate", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Valid configuration" in done.stdout + done.stderr
+
+
+# --- the diagram ----------------------------------------------------------------------------------
+
+
+def test_readme_diagram_is_drawn_from_the_current_compose_file() -> None:
+    diagram = load_diagram_script()
+    block = diagram.readme_block(diagram.describe(diagram.load_compose(COMPOSE)))
+    assert block in (ROOT / "README.md").read_text(), "run: uv run python docs/diagram.py"
+
+
+def test_svg_diagram_is_drawn_from_the_current_compose_file() -> None:
+    diagram = load_diagram_script()
+    dot = diagram.dot_source(diagram.describe(diagram.load_compose(COMPOSE)))
+    svg = (ROOT / "docs" / "architecture.svg").read_text()
+    assert f"<!-- dot source sha256: {diagram.source_digest(dot)} -->" in svg, "run: uv run python docs/diagram.py"
+
+
+def test_diagram_follows_the_replica_count() -> None:
+    diagram = load_diagram_script()
+    compose = diagram.load_compose(COMPOSE)
+    compose["services"]["api"]["deploy"]["replicas"] = 3
+    mermaid = diagram.mermaid_source(diagram.describe(compose))
+    assert "api: 3 replicas of bookstore:local" in mermaid
+    assert mermaid.count("Granian :8000, 2 workers") == 3
