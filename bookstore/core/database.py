@@ -114,12 +114,26 @@ def get_engine() -> PostgresEngine:
     return engine
 
 
+# Held while migrations run: any 64-bit number no other code of this database uses.
+_MIGRATION_LOCK_KEY = 0x626F6F6B73746F72  # "bookstor"
+
+
 async def apply_migrations() -> None:
-    """Apply every pending Piccolo migration; raise if one fails."""
+    """Apply every pending Piccolo migration; raise if one fails.
+
+    Under a PostgreSQL advisory lock: Piccolo takes none, so two processes starting at once (two
+    replicas, or a replica and the migrate job) both applied the same migration and one failed
+    with DuplicateObjectError. The second now waits and then finds nothing pending.
+    """
     # Imported here: the migration machinery pulls in black and ~20 MiB that servers never use.
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
-    result = await run_forwards(app_name="all")
+    lock_holder = await asyncpg.connect(**get_engine().config)
+    try:
+        await lock_holder.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        result = await run_forwards(app_name="all")
+    finally:
+        await lock_holder.close()  # ends the session, and with it the lock
     if not result.success:
         raise RuntimeError(f"migrations failed: {result.message}")
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from types import ModuleType
@@ -152,7 +153,7 @@ def run_migrate_service(
     service = compose["services"]["migrate"]
     environment = {**service["environment"], "DATABASE_URL": database_url}
     workdir = directory / "workdir"
-    workdir.mkdir(exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     env = local_environment(read_image(), **environment)
     entrypoint = read_stages()[-1].exec_form("ENTRYPOINT")
     program = shutil.which(entrypoint[0], path=env["PATH"])
@@ -189,6 +190,18 @@ def test_migrate_service_succeeds_again_on_a_migrated_database(
     assert run_migrate_service(compose, empty_database, tmp_path).returncode == 0
     again = run_migrate_service(compose, empty_database, tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def test_two_migrations_started_together_on_an_empty_database_both_succeed(
+    compose: dict[str, Any], empty_database: str, tmp_path: Path
+) -> None:
+    """A replica's `serve` and the migrate job (or two replicas) may start at the same moment; the
+    second waits for the first's advisory lock instead of applying the same migration twice."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = list(pool.map(lambda n: run_migrate_service(compose, empty_database, tmp_path / str(n)), (1, 2)))
+    assert [run.returncode for run in runs] == [0, 0], [run.stderr[-2000:] for run in runs]
+    applied = fetch_rows(empty_database, "SELECT name FROM migration WHERE app_name = $1", APP_CONFIG.app_name)
+    assert len(applied) == len({row[0] for row in applied})  # each migration recorded once
 
 
 def test_createsuperuser_runs_through_the_migrate_service(
