@@ -411,11 +411,20 @@ def test_env_example_with_its_secrets_filled_in_is_a_valid_production_configurat
 # --- the proxy ------------------------------------------------------------------------------------
 
 
-def test_proxy_mounts_the_caddyfile_read_only(compose: dict[str, Any]) -> None:
-    [volume] = compose["services"]["proxy"]["volumes"]
-    source, target, mode = volume.split(":")
+def test_proxy_mounts_the_caddyfile_read_only_and_keeps_its_state_in_volumes(compose: dict[str, Any]) -> None:
+    proxy = compose["services"]["proxy"]
+    caddyfile, *state = proxy["volumes"]
+    source, target, mode = caddyfile.split(":")
     assert (ROOT / source).resolve() == CADDYFILE
     assert (target, mode) == ("/etc/caddy/Caddyfile", "ro")
+    assert sorted(volume.split(":")[1] for volume in state) == ["/config", "/data"]
+    assert all(volume.split(":")[0] in compose["volumes"] for volume in state)
+    assert proxy["read_only"] is True
+    assert (proxy["cap_drop"], proxy["cap_add"]) == (["ALL"], ["NET_BIND_SERVICE"])
+
+
+def test_proxy_does_not_expose_the_probes(compose: dict[str, Any]) -> None:
+    assert re.search(r"^\s*respond /health\* 404$", CADDYFILE.read_text(), re.MULTILINE)
 
 
 def test_caddy_balances_over_every_api_replica_on_the_api_port(compose: dict[str, Any]) -> None:
