@@ -130,10 +130,14 @@ async def apply_migrations() -> None:
 
     lock_holder = await asyncpg.connect(**get_engine().config)
     try:
-        await lock_holder.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
-        result = await run_forwards(app_name="all")
+        # A transaction-level lock held by an open transaction, not a session-level one: behind
+        # PgBouncer in transaction mode a session lock stays with the server connection after this
+        # client leaves, and the next process to migrate waited for it forever.
+        async with lock_holder.transaction():
+            await lock_holder.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+            result = await run_forwards(app_name="all")
     finally:
-        await lock_holder.close()  # ends the session, and with it the lock
+        await lock_holder.close()
     if not result.success:
         raise RuntimeError(f"migrations failed: {result.message}")
 
