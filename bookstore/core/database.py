@@ -287,13 +287,21 @@ async def fetch_all(sql: str, *args: object, read_only: bool = False) -> list[as
 
 
 async def _run(sql: str, args: tuple[object, ...], *, one_row: bool, read_only: bool) -> Any:
-    try:
-        return await _pool().run(sql, args, one_row=one_row)
-    except _CONNECTION_LOST as error:
-        if not read_only:
-            raise
-        _logger.warning("connection lost under a read, running it again: %s", describe_error(error))
-        return await _pool().run(sql, args, one_row=one_row)
+    database = _pool()
+    # When PostgreSQL ends every session at once, the next idle connections taken may be dead too
+    # (asyncpg learns of each only when it uses it, then replaces it): a read is run again on up
+    # to every connection of the pool, one more than a single retry would allow. Each dead
+    # connection fails at once, so this adds no waiting; a database that is down fails to connect,
+    # which is not a lost connection and ends the retries.
+    retries_left = database.pool.get_max_size() if read_only else 0
+    while True:
+        try:
+            return await database.run(sql, args, one_row=one_row)
+        except _CONNECTION_LOST as error:
+            if retries_left == 0:
+                raise
+            retries_left -= 1
+            _logger.warning("connection lost under a read, running it again: %s", describe_error(error))
 
 
 async def close_pool() -> None:
