@@ -224,7 +224,7 @@ def _render_svg(dot: str) -> str:
     if executable is None:
         raise SystemExit("Graphviz's `dot` is not installed (Debian: apt-get install graphviz)")
     # The input is this script's own DOT text, not anything from outside.
-    result = subprocess.run([executable, "-Tsvg"], input=dot, capture_output=True, text=True, check=False)  # noqa: S603
+    result = subprocess.run([executable, "-Tsvg"], input=dot, capture_output=True, text=True, check=False)  # noqa: S603 - our own argv (dot from PATH), no shell, no outside input
     if result.returncode != 0:
         raise SystemExit(f"dot failed: {result.stderr}")
     return result.stdout
