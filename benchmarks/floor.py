@@ -63,42 +63,43 @@ _BOOK_PREFIX = BOOKS + "/"
 # TOTAL_COUNT_LIMIT + 1, pages of limit + 1 rows, a search window of SEARCH_WINDOW (2,000) rows.
 _TOTAL_COUNT_LIMIT = 1000  # bookstore.books.schemas.TOTAL_COUNT_LIMIT
 SQL_GET = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
     "FROM book WHERE id = $1"
 )
 SQL_COUNT_ALL = "SELECT count(*) FROM (SELECT 1 FROM book LIMIT 1001) AS capped"
 SQL_PAGE_NEWEST = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
     "FROM book ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
 )
 SQL_PAGE_NEWEST_AFTER = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
     "FROM book WHERE (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
 )
 SQL_SEARCH_WINDOW = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
-    "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version, "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
+    "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
     "search_vector FROM book ORDER BY created_at DESC, id DESC LIMIT 2000) AS head "
     "WHERE search_vector @@ to_tsquery('simple', $1) ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
 )
 SQL_SEARCH_ALL = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
-    "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
+    "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
     "FROM book WHERE search_vector @@ to_tsquery('simple', $1) OFFSET 0) AS matches "
     "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
 )
 SQL_COUNT_PRICE = "SELECT count(*) FROM (SELECT 1 FROM book WHERE price >= $1 AND price <= $2 LIMIT 1001) AS capped"
 SQL_PAGE_PRICE = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
     "FROM book WHERE price >= $1 AND price <= $2 ORDER BY price DESC, id DESC LIMIT $3 OFFSET $4"
 )
 SQL_INSERT = (
-    "INSERT INTO book (title, author, publish_date, isbn, price, created_by) VALUES ($1, $2, $3, $4, $5, $6) "
-    "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version"
+    "INSERT INTO book (title, author, publish_date, isbn, price, stock, created_by) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+    "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version"
 )
 SQL_UPDATE_PRICE = (
     "UPDATE book SET price = $1, version = version + 1, updated_at = now() WHERE id = $2 "
-    "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, version"
+    "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version"
 )
 _PRICE, _CREATED_AT = 5, 6  # positions of the sort keys in a row
 
@@ -113,6 +114,7 @@ class Book(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     created_by: int | None
+    stock: int
 
 
 class BookPage(msgspec.Struct):
@@ -131,6 +133,7 @@ class BookCreate(msgspec.Struct):
     publish_date: date
     isbn: str
     price: Decimal
+    stock: int = 0
 
 
 class PriceChange(msgspec.Struct):
@@ -150,7 +153,7 @@ _TEXT = [("content-type", "text/plain; charset=utf-8")]
 
 
 def _book(row: asyncpg.Record) -> Book:
-    return Book(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+    return Book(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9])
 
 
 def _json(proto: HTTPProtocol, status: int, body: Any, version: int | None = None, location: str | None = None) -> None:
@@ -242,7 +245,7 @@ class Floor:
         row = await pool.fetchrow(SQL_GET, book_id)
         if row is None:
             return _text(proto, 404, "not found")
-        _json(proto, 200, _book(row), row[9])
+        _json(proto, 200, _book(row), row[10])
 
     async def list_books(self, scope: Scope, proto: HTTPProtocol, pool: asyncpg.Pool) -> None:
         query = dict(parse_qsl(scope.query_string))
@@ -301,16 +304,16 @@ class Floor:
     async def create_book(self, proto: HTTPProtocol, pool: asyncpg.Pool) -> None:
         data = _decode_create(await proto())
         row = await pool.fetchrow(
-            SQL_INSERT, data.title, data.author, data.publish_date, data.isbn, data.price, self.creator_id
+            SQL_INSERT, data.title, data.author, data.publish_date, data.isbn, data.price, data.stock, self.creator_id
         )
-        _json(proto, 201, _book(row), row[9], f"{BOOKS}/{row[0]}")
+        _json(proto, 201, _book(row), row[10], f"{BOOKS}/{row[0]}")
 
     async def update_price(self, proto: HTTPProtocol, pool: asyncpg.Pool, book_id: int) -> None:
         change = _decode_price(await proto())
         row = await pool.fetchrow(SQL_UPDATE_PRICE, change.price, book_id)
         if row is None:
             return _text(proto, 404, "not found")
-        _json(proto, 200, _book(row), row[9])
+        _json(proto, 200, _book(row), row[10])
 
 
 app = Floor()

@@ -53,6 +53,11 @@ def _with_etag(
     return Response(book, status_code=status_code, headers={"ETag": etag_for_version(version), **(headers or {})})
 
 
+def _given_fields(data: BookCreate | BookUpdate) -> dict[str, Any]:
+    """The fields the body sets (field name -> value), leaving out those it omitted."""
+    return {name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET}
+
+
 def _actor(request: Request[CurrentUser, Any, Any]) -> Actor:
     return Actor(user_id=request.user.id, is_admin=request.user.is_admin)
 
@@ -158,8 +163,9 @@ class BooksController(Controller):
         data: JSONBody[BookCreate],
         if_match: IfMatch = None,
     ) -> Response[Book]:
+        # A PUT without `stock` leaves it alone: clients written before stock existed must not zero it.
         book, version = await queries.update_book(
-            book_id, msgspec.structs.asdict(data), _actor(request), if_match_versions(if_match)
+            book_id, _given_fields(data), _actor(request), if_match_versions(if_match)
         )
         return _with_etag(book, version)
 
@@ -179,7 +185,7 @@ class BooksController(Controller):
         data: JSONBody[BookUpdate],
         if_match: IfMatch = None,
     ) -> Response[Book]:
-        changes = {name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET}
+        changes = _given_fields(data)
         if not changes:
             raise invalid_input("name at least one field to change", key=None, source="body")
         book, version = await queries.update_book(book_id, changes, _actor(request), if_match_versions(if_match))

@@ -21,6 +21,7 @@ from operator import itemgetter
 from typing import Any, Literal
 
 import asyncpg
+import msgspec
 
 from bookstore.books.schemas import TOTAL_COUNT_LIMIT, Book, BookCreate, SortField
 from bookstore.books.tables import BookTable
@@ -70,7 +71,7 @@ _SORT_COLUMNS = {
     "created_at": "created_at",
 }
 _RANK_COLUMN = "rank"
-_WRITABLE_COLUMNS = frozenset({"title", "author", "publish_date", "isbn", "price"})
+_WRITABLE_COLUMNS = frozenset({"title", "author", "publish_date", "isbn", "price", "stock"})
 # Letters and digits: `\w` also takes "_", which the search parser drops, leaving an empty query.
 _WORD = re.compile(r"[^\W_]+")
 # Each word is one more term for the search index to intersect: ~5 ms each on 20,000 books.
@@ -84,8 +85,8 @@ _DUPLICATE_ISBN = "A book with this ISBN already exists."
 
 _GET_BOOK = f"SELECT {_COLUMNS} FROM book WHERE id = $1"
 _INSERT_BOOK = (
-    "INSERT INTO book (title, author, publish_date, isbn, price, created_by) "
-    f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}"
+    "INSERT INTO book (title, author, publish_date, isbn, price, stock, created_by) "
+    f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_COLUMNS}"
 )
 _OWNER_OF_BOOK = "SELECT created_by FROM book WHERE id = $1"
 
@@ -370,7 +371,10 @@ async def _write(sql: str, *args: object) -> asyncpg.Record | None:
 
 
 async def create_book(data: BookCreate, creator_id: int) -> tuple[Book, int]:
-    row = await _write(_INSERT_BOOK, data.title, data.author, data.publish_date, data.isbn, data.price, creator_id)
+    stock = 0 if data.stock is msgspec.UNSET else data.stock
+    row = await _write(
+        _INSERT_BOOK, data.title, data.author, data.publish_date, data.isbn, data.price, stock, creator_id
+    )
     if row is None:
         raise RuntimeError("INSERT ... RETURNING returned no row")
     return to_book(row), row["version"]

@@ -14,6 +14,7 @@ from bookstore.books.tables import AUTHOR_MAX_LENGTH, PRICE_DIGITS, TITLE_MAX_LE
 from bookstore.core.validation import SingleLineText, exact_pattern, field_error, has_visible_character
 
 __all__ = [
+    "MAX_STOCK",
     "PRICE_TEXT_PATTERN",
     "TOTAL_COUNT_LIMIT",
     "TYPE_DECODERS",
@@ -101,6 +102,17 @@ PriceInput = Annotated[
     ),
 ]
 PublishDate = Annotated[date, Meta(description="ISO date, at most one year in the future.")]
+# Far below integer's 2**31-1, so stock returned by cancelled orders cannot overflow the column.
+MAX_STOCK = 1_000_000_000
+StockInput = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=MAX_STOCK,
+        description="Copies in stock (orders take from it). Omitted on create: 0; omitted on PUT: unchanged.",
+        examples=[12],
+    ),
+]
 
 SortField = Literal[
     "title",
@@ -165,6 +177,7 @@ class BookCreate(Struct, forbid_unknown_fields=True):
     publish_date: PublishDate
     isbn: IsbnInput
     price: PriceInput
+    stock: StockInput | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         self.title = _check_visible(self.title, "title")
@@ -182,6 +195,7 @@ class BookUpdate(Struct, forbid_unknown_fields=True, omit_defaults=True):
     publish_date: PublishDate | UnsetType = UNSET
     isbn: IsbnInput | UnsetType = UNSET
     price: PriceInput | UnsetType = UNSET
+    stock: StockInput | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         if self.title is not UNSET:
@@ -203,6 +217,7 @@ class Book(Struct):
     publish_date: date
     isbn: Annotated[str, Meta(description="ISBN-13", examples=["9780441478125"])]
     price: Annotated[Decimal, Meta(description="Two decimal places, as a string.", examples=["12.50"])]
+    stock: Annotated[int, Meta(description="Copies in stock.")]
     created_at: datetime
     updated_at: datetime
     created_by: Annotated[int | None, Meta(description="Id of the user who added the book.")]

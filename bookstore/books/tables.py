@@ -1,6 +1,6 @@
 """The ``book`` table.
 
-Constraints the ORM cannot declare (price and version checks) and the indexes behind every
+Constraints the ORM cannot declare (price, stock and version checks) and the indexes behind every
 filter and sort of ``GET /books`` live in the migration that creates it.
 """
 
@@ -40,5 +40,7 @@ class BookTable(Table, tablename="book"):
     updated_at = Timestamptz(default=TimestamptzNow())
     # A book outlives the account that added it; afterwards only admins may change it.
     created_by = ForeignKey(references=UserTable, on_delete=OnDelete.set_null, null=True)
+    # Copies the shop can sell; the migration adds CHECK (stock >= 0) as the backstop against overselling.
+    stock = Integer(default=0)
     # Optimistic concurrency: bumped by every write, exposed as the ETag.
     version = Integer(default=1)

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import pytest
 
 from bookstore.books.tables import BookTable
@@ -40,10 +41,12 @@ async def test_create_returns_the_book_with_location_and_etag(client: ApiClient)
         "publish_date",
         "isbn",
         "price",
+        "stock",
         "created_at",
         "updated_at",
         "created_by",
     }
+    assert book["stock"] == 0
 
 
 async def test_get_book_returns_it_with_an_etag(client: ApiClient) -> None:
@@ -123,6 +126,63 @@ async def test_patch_changes_only_the_given_fields(client: ApiClient) -> None:
     assert {key: book[key] for key in ("title", "author", "isbn", "publish_date")} == {
         key: created[key] for key in ("title", "author", "isbn", "publish_date")
     }
+
+
+# --- stock ----------------------------------------------------------------------------------
+
+
+async def test_create_sets_the_stock(client: ApiClient) -> None:
+    account = await client.account()
+    book = await client.create_book(account, stock=12)
+    assert book["stock"] == 12
+    assert (await client.get(book_url(book["id"]))).json()["stock"] == 12
+
+
+async def test_put_without_stock_leaves_it_unchanged(client: ApiClient) -> None:
+    account = await client.account()
+    created = await client.create_book(account, stock=5)
+    response = await client.put(book_url(created["id"]), json=book_payload(), headers=account.headers)
+    assert response.status_code == 200
+    assert response.json()["stock"] == 5
+
+
+async def test_put_and_patch_set_the_stock_and_bump_the_etag(client: ApiClient) -> None:
+    account = await client.account()
+    created = await client.create_book(account)
+    put = await client.put(book_url(created["id"]), json=book_payload(stock=3), headers=account.headers)
+    assert (put.json()["stock"], put.headers["etag"]) == (3, '"2"')
+    patched = await client.patch(book_url(created["id"]), json={"stock": 0}, headers=account.headers)
+    assert (patched.json()["stock"], patched.headers["etag"]) == (0, '"3"')
+
+
+@pytest.mark.parametrize("stock", [-1, 1_000_000_001, 1.5, "many", None, True])
+async def test_invalid_stock_is_rejected(client: ApiClient, stock: object) -> None:
+    account = await client.account()
+    created = await client.create_book(account, stock=1)
+    for response in (
+        await client.post(BOOKS, json=book_payload(stock=stock), headers=account.headers),
+        await client.patch(book_url(created["id"]), json={"stock": stock}, headers=account.headers),
+    ):
+        problem = assert_problem(response, 400)
+        assert problem["errors"][0]["key"] == "stock"
+    assert (await client.get(book_url(created["id"]))).json()["stock"] == 1
+
+
+async def test_stock_of_another_users_book_cannot_be_changed(client: ApiClient) -> None:
+    owner, other = await client.account(), await client.account()
+    created = await client.create_book(owner, stock=2)
+    response = await client.patch(book_url(created["id"]), json={"stock": 100}, headers=other.headers)
+    assert_problem(response, 403)
+    assert (await client.get(book_url(created["id"]))).json()["stock"] == 2
+
+
+async def test_the_database_refuses_negative_stock() -> None:
+    # The CHECK is the backstop behind the orders' conditional decrements.
+    await BookTable.insert(
+        BookTable(title="T", author="A", publish_date=date(2000, 1, 1), isbn=unique_isbn(), price=Decimal(1))
+    )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await BookTable.update({BookTable.stock: -1}, force=True)
 
 
 async def test_patch_to_a_taken_isbn_conflicts(client: ApiClient) -> None:
