@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "open_pool",
     "outage_cause",
     "ping_database",
+    "transaction",
 ]
 
 _logger = logging.getLogger("bookstore.database")
@@ -209,18 +210,24 @@ class DatabasePool:
     async def close(self) -> None:
         await self.pool.close()
 
-    async def run(self, sql: str, args: tuple[object, ...], *, one_row: bool) -> Any:
-        """The row (``one_row``) or rows of a statement, on a connection of the pool."""
+    async def take(self) -> asyncpg.Connection:
+        """A connection of the pool, waiting for one at most the acquire timeout; give it back
+        with :meth:`release`."""
         # An idle connection is taken without a timeout: acquire() then returns without waiting,
         # and a timeout would cost an asyncio.timeout and a timer on each acquire and release
         # (~10 us of a ~280 us read). get_idle_size() is public; it walks the pool's holders.
         if self.pool.get_idle_size():
-            connection = await self.pool.acquire()
-        else:
-            try:
-                connection = await self.pool.acquire(timeout=self.acquire_timeout)
-            except TimeoutError:
-                raise TimeoutError("no pooled connection came free within the acquire timeout") from None
+            connection: asyncpg.Connection = await self.pool.acquire()
+            return connection
+        try:
+            connection = await self.pool.acquire(timeout=self.acquire_timeout)
+        except TimeoutError:
+            raise TimeoutError("no pooled connection came free within the acquire timeout") from None
+        return connection
+
+    async def run(self, sql: str, args: tuple[object, ...], *, one_row: bool) -> Any:
+        """The row (``one_row``) or rows of a statement, on a connection of the pool."""
+        connection = await self.take()
         try:
             if one_row:
                 return await connection.fetchrow(sql, *args)
@@ -302,6 +309,44 @@ async def _run(sql: str, args: tuple[object, ...], *, one_row: bool, read_only: 
                 raise
             retries_left -= 1
             _logger.warning("connection lost under a read, running it again: %s", describe_error(error))
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection in a transaction (READ COMMITTED), committed when the block ends and
+    rolled back when it raises.
+
+    For the write paths that need several statements to succeed or fail together; run them with
+    the connection's ``fetch``/``fetchrow``/``execute`` (prepared statements, as :func:`fetch_one`).
+    The waits are bounded as in :meth:`DatabasePool.run`, and a connection lost or stuck on the way
+    (commit included) surfaces as one of :data:`DATABASE_UNAVAILABLE_ERRORS`, answered with 503.
+    Nothing is ever run again: after a lost connection the transaction may have been committed.
+    """
+    database = _pool()
+    connection = await database.take()
+    try:
+        # Not `async with connection.transaction()`: that would roll back on a stuck server too,
+        # waiting a second command timeout before the connection could be closed.
+        transaction = connection.transaction()
+        await transaction.start()
+        try:
+            yield connection
+        except BaseException as error:
+            # A closed connection has no transaction left to roll back; a stuck one is closed below.
+            stuck = isinstance(error, TimeoutError | asyncpg.exceptions.InternalClientError)
+            if not stuck and not connection.is_closed():
+                await transaction.rollback()
+            raise
+        await transaction.commit()
+    except TimeoutError:
+        # As in DatabasePool.run: closing the connection also ends the transaction on the server.
+        connection.terminate()
+        raise TimeoutError("PostgreSQL did not answer within the command timeout") from None
+    except asyncpg.exceptions.InternalClientError as error:
+        connection.terminate()
+        raise asyncpg.ConnectionDoesNotExistError(f"connection was ending: {error}") from None
+    finally:
+        await database.pool.release(connection)
 
 
 async def close_pool() -> None:

@@ -52,10 +52,15 @@ class DomainError(Exception):
 
     status_code: ClassVar[int] = HTTPStatus.BAD_REQUEST
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
+        """``extra``: members added to the problem document (RFC 9457 extension members), for
+        details a client acts on, e.g. which books are out of stock."""
         super().__init__(detail)
         self.detail = detail
         self.headers = headers
+        self.extra = extra
 
 
 class AuthenticationError(DomainError):
@@ -153,7 +158,7 @@ def _from_http_exception(exc: HTTPException) -> ProblemDetailsException:
 
 
 def _from_domain_error(exc: DomainError) -> ProblemDetailsException:
-    return _problem(exc.status_code, exc.detail, headers=exc.headers)
+    return _problem(exc.status_code, exc.detail, headers=exc.headers, extra=exc.extra)
 
 
 def _from_data_error(exc: asyncpg.DataError) -> ProblemDetailsException:
