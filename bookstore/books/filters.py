@@ -26,7 +26,8 @@ from bookstore.books.schemas import (
 )
 from bookstore.core.cursors import CURSOR_MAX_LENGTH, CursorSigner, InvalidCursorError
 from bookstore.core.errors import invalid_input
-from bookstore.core.validation import SINGLE_LINE_PATTERN, is_canonical_int, split_field_error
+from bookstore.core.http import require_canonical_ints, require_single_values
+from bookstore.core.validation import SINGLE_LINE_PATTERN, split_field_error
 
 __all__ = ["MAX_OFFSET", "book_cursor", "provide_book_filters"]
 
@@ -98,30 +99,6 @@ def _price(value: str | None, key: str) -> Decimal | None:
         raise invalid_input(split_field_error(error)[0], key=key, source="query") from None
 
 
-def _require_single_values(request: Request[Any, Any, Any]) -> None:
-    # Litestar reads the last value of a repeated key and checks only that one: `sort=x&sort=title`
-    # would pass, and which of two `q` counts is a guess the client should not have to make.
-    given: set[str] = set()
-    for key, _ in request.query_params.multi_items():
-        if key in given and key in _PARAMETERS:
-            raise invalid_input("must be given once", key=key, source="query")
-        given.add(key)
-
-
-def _require_canonical_ints(request: Request[Any, Any, Any], *keys: str) -> None:
-    # Litestar has converted and range-checked these with msgspec's lax rules ("1e2" is 100, "1.0"
-    # is 1); the text must also be canonical. Every value of a repeated key, not only the last one
-    # Litestar reads.
-    for key in keys:
-        for text in request.query_params.getall(key, []):
-            if not is_canonical_int(text):
-                raise invalid_input(
-                    "must be written with ASCII digits only (no sign, exponent, spaces or leading zeros)",
-                    key=key,
-                    source="query",
-                )
-
-
 def provide_book_filters(
     request: Request[Any, Any, Any],
     page_cursors: NamedDependency[CursorSigner],
@@ -186,8 +163,8 @@ def provide_book_filters(
     ] = "-created_at",
 ) -> BookFilters:
     """The filters of a list request; 400 naming the parameter when one is not acceptable."""
-    _require_single_values(request)
-    _require_canonical_ints(request, "limit", "offset")
+    require_single_values(request, _PARAMETERS)
+    require_canonical_ints(request, "limit", "offset")
     if q is not None:
         words = search_words(q)
         if not words:

@@ -1,10 +1,10 @@
 """Small HTTP building blocks Litestar leaves to the application: entity tags, preconditions,
-RFC 8288 pagination links, the checks of JSON request bodies, canonical integers in paths, and
-HEAD and OPTIONS answered for every route."""
+RFC 8288 pagination links, the checks of JSON request bodies, single and canonical values in
+queries, canonical integers in paths, and HEAD and OPTIONS answered for every route."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import lru_cache
 from typing import Any, cast
 from urllib.parse import urlencode
@@ -15,7 +15,7 @@ from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookstore.core.errors import UnsupportedMediaTypeError, invalid_input
-from bookstore.core.validation import parse_canonical_int
+from bookstore.core.validation import is_canonical_int, parse_canonical_int
 
 __all__ = [
     "AllowHeaderForOptions",
@@ -26,7 +26,9 @@ __all__ = [
     "if_match_versions",
     "is_json_media_type",
     "matches_if_none_match",
+    "require_canonical_ints",
     "require_json_body",
+    "require_single_values",
     "require_utf8",
 ]
 
@@ -84,6 +86,36 @@ def cursor_links(request: Request[Any, Any, Any], *, next_cursor: str | None, pr
         if cursor is not None
     ]
     return ", ".join(rendered) or None
+
+
+def require_single_values(request: Request[Any, Any, Any], keys: Collection[str]) -> None:
+    """400 for any of the query parameters ``keys`` given more than once.
+
+    Litestar reads the last value of a repeated key and checks only that one: `sort=x&sort=title`
+    would pass, and which of two values counts is a guess the client should not have to make.
+    """
+    given: set[str] = set()
+    for key, _ in request.query_params.multi_items():
+        if key in given and key in keys:
+            raise invalid_input("must be given once", key=key, source="query")
+        given.add(key)
+
+
+def require_canonical_ints(request: Request[Any, Any, Any], *keys: str) -> None:
+    """400 unless every value of the integer query parameters ``keys`` is written canonically.
+
+    Litestar has converted and range-checked them with msgspec's lax rules ("1e2" is 100, "1.0"
+    is 1); the text must also be canonical. Every value of a repeated key, not only the last one
+    Litestar reads.
+    """
+    for key in keys:
+        for text in request.query_params.getall(key, []):
+            if not is_canonical_int(text):
+                raise invalid_input(
+                    "must be written with ASCII digits only (no sign, exponent, spaces or leading zeros)",
+                    key=key,
+                    source="query",
+                )
 
 
 def is_json_media_type(media_type: str) -> bool:
