@@ -30,6 +30,7 @@ from bookstore.core.openapi import ClosedStructSchemaPlugin
 from bookstore.core.passwords import configure_password_hasher
 from bookstore.core.ratelimit import RateLimiter, RateLimitPlugin
 from bookstore.core.tokens import TokenCodec
+from bookstore.orders.controller import OrdersController
 from bookstore.settings import Settings, load_settings
 
 __all__ = ["API_VERSION", "DOCS_PATH", "create_app", "create_openapi_config", "render_openapi_document"]
@@ -50,8 +51,8 @@ def create_openapi_config() -> OpenAPIConfig:
         version=API_VERSION,
         description=(
             "A catalogue of books anyone can browse; registered users log in with JWT bearer "
-            "tokens to add and curate books. Every error is `application/problem+json` (RFC 9457); "
-            "invalid input is always answered with 400."
+            "tokens to add and curate books, and to order them. Every error is "
+            "`application/problem+json` (RFC 9457); invalid input is always answered with 400."
         ),
         path=DOCS_PATH,
         render_plugins=[ScalarRenderPlugin(path="/", version=SCALAR_VERSION)],
@@ -61,6 +62,7 @@ def create_openapi_config() -> OpenAPIConfig:
             Tag(name="auth", description="Registration, login and token rotation."),
             Tag(name="users", description="The caller's own account."),
             Tag(name="books", description="The catalogue."),
+            Tag(name="orders", description="Buying books: all or nothing, never beyond the stock, safe to retry."),
             Tag(name="health", description="Probes for load balancers and orchestrators."),
         ],
     )
@@ -102,7 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         return page_cursors
 
     app = Litestar(
-        route_handlers=[AuthController, UsersController, BooksController, HealthController],
+        route_handlers=[AuthController, UsersController, BooksController, OrdersController, HealthController],
         on_app_init=[jwt_auth.on_app_init],
         on_startup=[partial(open_pool, settings), _tune_garbage_collector],
         on_shutdown=[close_pool],

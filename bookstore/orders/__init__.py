@@ -1,0 +1,1 @@
+"""Orders: buying books against their stock, all or nothing, with idempotent retries."""
