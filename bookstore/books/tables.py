@@ -1,6 +1,6 @@
 """The ``book`` table.
 
-Constraints the ORM cannot declare (price, stock and version checks) and the indexes behind every
+Constraints the ORM could not declare when the table was created (price and version checks) and the indexes behind every
 filter and sort of ``GET /books`` live in the migration that creates it.
 """
 
@@ -17,6 +17,7 @@ from piccolo.columns import (
     Varchar,
 )
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.constraints import Check
 from piccolo.table import Table
 
 from bookstore.accounts.tables import UserTable
@@ -40,7 +41,9 @@ class BookTable(Table, tablename="book"):
     updated_at = Timestamptz(default=TimestamptzNow())
     # A book outlives the account that added it; afterwards only admins may change it.
     created_by = ForeignKey(references=UserTable, on_delete=OnDelete.set_null, null=True)
-    # Copies the shop can sell; the migration adds CHECK (stock >= 0) as the backstop against overselling.
+    # Copies the shop can sell.
     stock = Integer(default=0)
+    # The backstop behind the orders' conditional decrements: a bug cannot sell copies that do not exist.
+    book_stock_non_negative = Check(stock >= 0)
     # Optimistic concurrency: bumped by every write, exposed as the ETag.
     version = Integer(default=1)
