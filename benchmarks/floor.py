@@ -1,8 +1,8 @@
 """The floor: the thinnest server that does the benchmark scenarios' work, to compare the app against.
 
 A Granian RSGI app with one asyncpg pool per worker and msgspec, answering the scenarios' paths
-with the SQL the app runs (``bookstore/books/queries.py``; the runner checks, in PostgreSQL's
-statement log, that both send the same statements):
+with the SQL the app runs (``bookstore/books/queries.py``, ``bookstore/orders/queries.py``; the
+runner checks, in PostgreSQL's statement log, that both send the same statements):
 
 - ``GET /api/v1/books/{id}``: the SELECT of one book; 404 without a row.
 - ``GET /api/v1/books[?limit=][&offset=]``: the capped count and the first page of the default
@@ -17,6 +17,11 @@ statement log, that both send the same statements):
 - ``POST /api/v1/books``: the INSERT ... RETURNING; 201 with the book.
 - ``PATCH /api/v1/books/{id}`` with ``{"price": ...}``: the UPDATE ... RETURNING of an admin's
   unconditional change.
+- ``POST /api/v1/orders``: in one transaction, the app's own statements: the books locked in id
+  order, then the one statement that takes the stock and inserts the order and its lines; 201 with
+  the order, or 404/409 (rolled back) when a book is unknown or short of stock. No
+  ``Idempotency-Key`` (the scenario sends none). The order's request and response bodies are the
+  app's own structs (``bookstore/orders/schemas.py``), imported with the statements.
 
 No framework, no ORM, no authentication (so no session query on writes, and no rate limiter), no
 validation beyond what msgspec decoding gives, no ``Link``/``RateLimit-*`` headers. Like the app,
@@ -29,7 +34,8 @@ benchmarks.floor:app`` (from the repository root). Environment: ``DATABASE_URL``
 ``BOOKSTORE_DB_POOL_MIN_SIZE``/``_MAX_SIZE`` (default 2/10, as the app),
 ``BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS`` (default 30), ``BOOKSTORE_SECRET_KEY`` and
 ``BOOKSTORE_PAGE_CURSOR_TTL_SECONDS`` (the cursors it issues; default a random key, one day),
-``FLOOR_CREATOR_ID`` (user id written as ``created_by`` of created books; default none).
+``FLOOR_USER_ID`` (the user the floor acts for, having no authentication: ``created_by`` of the
+books it creates and owner of the orders it places; default none, which refuses orders).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ import asyncpg
 import msgspec
 
 from bookstore.core.cursors import CursorSigner
+from bookstore.orders.queries import LOCK_BOOKS, PLACE_ORDER
+from bookstore.orders.schemas import ORDERS_PATH, Order, OrderCreate, OrderItem
 
 if TYPE_CHECKING:
     from granian._granian import RSGIHTTPProtocol as HTTPProtocol  # what granian.rsgi.HTTPProtocol is
@@ -143,6 +151,7 @@ class PriceChange(msgspec.Struct):
 _encode = msgspec.json.Encoder().encode
 _decode_create = msgspec.json.Decoder(BookCreate).decode
 _decode_price = msgspec.json.Decoder(PriceChange).decode
+_decode_order = msgspec.json.Decoder(OrderCreate).decode
 # A cursor of the default listing, as bookstore.books.filters.book_cursor lays it out:
 # [expiry, listing fingerprint, direction ("a"fter / "b"efore), created_at, id].
 _decode_cursor = msgspec.json.Decoder(tuple[int, str, Literal["a", "b"], datetime, int]).decode
@@ -167,6 +176,15 @@ def _json(proto: HTTPProtocol, status: int, body: Any, version: int | None = Non
 
 def _text(proto: HTTPProtocol, status: int, text: str) -> None:
     proto.response_bytes(status, _TEXT, text.encode())
+
+
+class OrderRefusedError(Exception):
+    """An order that cannot be placed (unknown book, not enough stock); raised inside its
+    transaction so that it rolls back, as the app's does."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 def _search_query(text: str) -> str:
@@ -196,7 +214,7 @@ async def _keep_session_state(connection: asyncpg.Connection) -> None:
 class Floor:
     def __init__(self) -> None:
         self.pool: asyncpg.Pool | None = None
-        self.creator_id = int(os.environ["FLOOR_CREATOR_ID"]) if os.environ.get("FLOOR_CREATOR_ID") else None
+        self.user_id = int(os.environ["FLOOR_USER_ID"]) if os.environ.get("FLOOR_USER_ID") else None
         self.cursors = CursorSigner(
             os.environ.get("BOOKSTORE_SECRET_KEY") or secrets.token_hex(32),
             int(os.environ.get("BOOKSTORE_PAGE_CURSOR_TTL_SECONDS") or 24 * 3600),
@@ -233,6 +251,8 @@ class Floor:
                     return await self.get_book(proto, self.pool, book_id)
                 if method == "PATCH":
                     return await self.update_price(proto, self.pool, book_id)
+            elif path == ORDERS_PATH and method == "POST":
+                return await self.create_order(proto, self.pool)
             elif path == "/health":
                 return _text(proto, 200, "ok")
             return _text(proto, 404, "not found")
@@ -240,6 +260,8 @@ class Floor:
             return _text(proto, 400, str(error))
         except asyncpg.UniqueViolationError as error:
             return _text(proto, 409, str(error))
+        except OrderRefusedError as refusal:
+            return _text(proto, refusal.status, str(refusal))
 
     async def get_book(self, proto: HTTPProtocol, pool: asyncpg.Pool, book_id: int) -> None:
         row = await pool.fetchrow(SQL_GET, book_id)
@@ -304,7 +326,7 @@ class Floor:
     async def create_book(self, proto: HTTPProtocol, pool: asyncpg.Pool) -> None:
         data = _decode_create(await proto())
         row = await pool.fetchrow(
-            SQL_INSERT, data.title, data.author, data.publish_date, data.isbn, data.price, data.stock, self.creator_id
+            SQL_INSERT, data.title, data.author, data.publish_date, data.isbn, data.price, data.stock, self.user_id
         )
         _json(proto, 201, _book(row), row[10], f"{BOOKS}/{row[0]}")
 
@@ -314,6 +336,41 @@ class Floor:
         if row is None:
             return _text(proto, 404, "not found")
         _json(proto, 200, _book(row), row[10])
+
+    async def create_order(self, proto: HTTPProtocol, pool: asyncpg.Pool) -> None:
+        """bookstore.orders.queries.place_order without an Idempotency-Key."""
+        if self.user_id is None:
+            raise ValueError("FLOOR_USER_ID is not set: the floor has no user to place orders for")
+        lines = sorted(_decode_order(await proto()).items, key=lambda line: line.book_id)
+        book_ids = [line.book_id for line in lines]
+        async with pool.acquire() as connection, connection.transaction():
+            books = {row["id"]: row for row in await connection.fetch(LOCK_BOOKS, book_ids)}
+            if unknown := [book_id for book_id in book_ids if book_id not in books]:
+                raise OrderRefusedError(404, f"no book has the id {unknown}")
+            if short := [line.book_id for line in lines if books[line.book_id]["stock"] < line.quantity]:
+                raise OrderRefusedError(409, f"not enough stock of the books {short}")
+            items = [
+                OrderItem(
+                    line.book_id,
+                    books[line.book_id]["title"],
+                    line.quantity,
+                    books[line.book_id]["price"],
+                    books[line.book_id]["price"] * line.quantity,
+                )
+                for line in lines
+            ]
+            total = sum((item.line_total for item in items), Decimal("0.00"))
+            placed = await connection.fetchrow(
+                PLACE_ORDER,
+                self.user_id,
+                book_ids,
+                [item.quantity for item in items],
+                [item.title for item in items],
+                [item.unit_price for item in items],
+                total,
+            )
+        order = Order(placed["id"], "placed", items, total, placed["created_at"], None)
+        _json(proto, 201, order, location=f"{ORDERS_PATH}/{placed['id']}")
 
 
 app = Floor()

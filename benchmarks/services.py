@@ -24,6 +24,7 @@ __all__ = [
     "PASSTHROUGH",
     "READY_TIMEOUT_SECONDS",
     "SEED",
+    "STOCK",
     "STOP_TIMEOUT_SECONDS",
     "app_server",
     "create_admin",
@@ -36,6 +37,10 @@ __all__ = [
 
 DEFAULT_BOOKS = 10_000
 SEED = 1
+# Copies of every seeded book, so that no order of create_order is ever refused: each book gets
+# about 1/N of the orders, and even at the smallest catalogue (100 books) and 10,000 orders/s a
+# run would need hours to sell one out.
+STOCK = 1_000_000
 READY_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 40.0
 # Settings both the app and the floor read; passed through from the caller's environment.
@@ -100,24 +105,29 @@ def run_bookstore(env: Mapping[str, str], *args: str, timeout: float = 600) -> s
 
 
 def seed_books(database_url: str, env: dict[str, str], books: int) -> tuple[int, int]:
-    """Migrate, seed ``books`` books into the empty book table, then VACUUM ANALYZE it (the planner
-    needs the statistics of the seeded table, and index-only scans its visibility map); the ids of
-    the books, first and last."""
+    """Migrate, seed ``books`` books with ``STOCK`` copies each into the empty book table, then
+    VACUUM ANALYZE it (the planner needs the statistics of the seeded table, and index-only scans
+    its visibility map); the ids of the books, first and last."""
     run_bookstore(env, "migrate")
     if fetch_rows(database_url, "SELECT count(*) FROM book")[0][0]:
         raise RunError("the book table is not empty: give DATABASE_URL a fresh, throwaway database")
     step = time.monotonic()
     # Room for a row-by-row seeder at a million books too; COPY needs far less.
-    run_bookstore(env, "seed", "--books", str(books), "--seed", str(SEED), timeout=600 + books / 1000)
+    seed_args = ("--books", str(books), "--seed", str(SEED), "--stock", str(STOCK))
+    run_bookstore(env, "seed", *seed_args, timeout=600 + books / 1000)
     seeded = time.monotonic() - step
-    min_id, max_id, count = fetch_rows(database_url, "SELECT min(id), max(id), count(*) FROM book")[0]
+    min_id, max_id, count, min_stock = fetch_rows(
+        database_url, "SELECT min(id), max(id), count(*), min(stock) FROM book"
+    )[0]
     if count != books or max_id - min_id + 1 != books:
         raise RunError(f"seeding gave {count} books with ids {min_id}..{max_id}")
+    if min_stock != STOCK:
+        raise RunError(f"a seeded book has {min_stock} copies, not {STOCK:,}")
     step = time.monotonic()
     # Cheap when the seeder has already done it: VACUUM skips all-visible pages, ANALYZE samples.
     fetch_rows(database_url, "VACUUM ANALYZE book")
     print(
-        f"Seeded:   {count:,} books, ids {min_id}..{max_id} ({seeded:.1f} s; "
+        f"Seeded:   {count:,} books, ids {min_id}..{max_id}, {STOCK:,} copies each ({seeded:.1f} s; "
         f"VACUUM ANALYZE {time.monotonic() - step:.1f} s)"
     )
     return min_id, max_id
@@ -154,8 +164,8 @@ def app_server(env: Mapping[str, str], log: Path, workers: int) -> BookstoreServ
     )
 
 
-def floor_server(env: Mapping[str, str], log: Path, workers: int, creator_id: int) -> HttpServer:
-    """The floor (``benchmarks/floor.py``) under Granian, its creates owned by ``creator_id``
+def floor_server(env: Mapping[str, str], log: Path, workers: int, user_id: int) -> HttpServer:
+    """The floor (``benchmarks/floor.py``) under Granian, its books and orders owned by ``user_id``
     (not started yet)."""
     port = free_port()
     argv = [sys.executable, "-m", "granian", *FLOOR_GRANIAN_FLAGS, "--interface", "rsgi"]
@@ -163,7 +173,7 @@ def floor_server(env: Mapping[str, str], log: Path, workers: int, creator_id: in
         "floor",
         [*argv, "--workers", str(workers), "--host", LOOPBACK, "--port", str(port), "benchmarks.floor:app"],
         port=port,
-        env={**env, "FLOOR_CREATOR_ID": str(creator_id)},
+        env={**env, "FLOOR_USER_ID": str(user_id)},
         log=log,
         ready_path="/health",
         cwd=REPO,

@@ -35,6 +35,7 @@ SCENARIOS = (
     "deep_cursor",
     "create_book",
     "update_book",
+    "create_order",
     "mixed",
 )
 # The scenarios that create books, and so must skip the seeded ISBNs (ISBN_SKIP_FILE): reading

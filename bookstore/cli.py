@@ -21,6 +21,7 @@ from types import FrameType
 import click
 import msgspec
 
+from bookstore.books.schemas import MAX_STOCK
 from bookstore.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -238,14 +239,17 @@ def createsuperuser(email: str, password: str) -> None:
 @main.command()
 @click.option("--books", "count", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--seed", "random_seed", default=None, type=int, help="Random seed for a reproducible catalogue.")
-def seed(count: int, random_seed: int | None) -> None:
+@click.option(
+    "--stock", default=0, show_default=True, type=click.IntRange(0, MAX_STOCK), help="Copies in stock of each book."
+)
+def seed(count: int, random_seed: int | None, stock: int) -> None:
     """Add realistic books with valid, unique ISBN-13s (for demos and benchmarks)."""
     from bookstore.books.seed import seed_books
 
     with _database(_settings()):
         _migrate()
         started = time.monotonic()
-        added = asyncio.run(seed_books(count, random_seed))
+        added = asyncio.run(seed_books(count, random_seed, stock))
         seconds = time.monotonic() - started
     click.echo(f"Added {added} books in {seconds:.1f} s.")
 

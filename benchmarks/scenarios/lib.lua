@@ -11,7 +11,7 @@
 --
 -- Environment:
 --   TOKEN          bearer access token; sent only with writes (reads are anonymous, like public browsing)
---   MAX_ID         highest seeded book id (default 10000); reads and updates pick ids in MIN_ID..MAX_ID
+--   MAX_ID         highest seeded book id (default 10000); reads, updates and orders pick ids in MIN_ID..MAX_ID
 --   MIN_ID         lowest seeded book id (default 1)
 --   RATE           optional fixed total rate in requests/s (see delay() below)
 --   CONNECTIONS    wrk's -c, needed with RATE (default 64); THREADS: wrk's -t (default 1)
@@ -245,6 +245,12 @@ end
 function lib.update_book()
   local body = string.format('{"price":"%s"}', lib.random_price())
   return wrk.format("PATCH", "/api/v1/books/" .. lib.random_id(), auth_json_headers, body)
+end
+
+function lib.create_order()
+  -- One copy of one book drawn uniformly; the runner stocks every book beyond what a run can order.
+  local body = string.format('{"items":[{"book_id":%d,"quantity":1}]}', lib.random_id())
+  return wrk.format("POST", "/api/v1/orders", auth_json_headers, body)
 end
 
 return lib

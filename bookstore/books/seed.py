@@ -144,8 +144,8 @@ _REBUILD_FROM_FRACTION = 3
 _INDEX_BUILD_MEMORY = "1GB"
 # The order of each book's values; the other columns keep their defaults (id from the sequence,
 # search_vector generated from title and author).
-_COPIED_COLUMNS = ("title", "author", "publish_date", "isbn", "price", "created_at", "updated_at")
-_BookRow = tuple[str, str, date, str, Decimal, datetime, datetime]
+_COPIED_COLUMNS = ("title", "author", "publish_date", "isbn", "price", "stock", "created_at", "updated_at")
+_BookRow = tuple[str, str, date, str, Decimal, int, datetime, datetime]
 
 # Other writers wait until the seed commits (so no ISBN is taken meanwhile), and so do readers
 # when the indexes are rebuilt (DROP INDEX locks the table until then).
@@ -166,8 +166,9 @@ _SECONDARY_INDEXES = """
 _VACUUM = "VACUUM (ANALYZE) book"
 
 
-async def seed_books(count: int, random_seed: int | None = None) -> int:
-    """Add ``count`` (at least one) books in one transaction; returns how many were added.
+async def seed_books(count: int, random_seed: int | None = None, stock: int = 0) -> int:
+    """Add ``count`` (at least one) books, ``stock`` copies of each, in one transaction; returns how
+    many were added.
 
     The same ``random_seed`` gives the same books on the same catalogue (on an empty table: the
     same titles, authors, ISBNs, prices and publication dates, in the same order).
@@ -181,7 +182,7 @@ async def seed_books(count: int, random_seed: int | None = None) -> int:
             existing, newest, now = await connection.fetchrow(_TABLE_STATE)
             if existing:
                 isbns = await _replace_taken_isbns(connection, rng, isbns)
-            books = _books(rng, isbns, _creation_interval(count, newest, now), now)
+            books = _books(rng, isbns, stock, _creation_interval(count, newest, now), now)
             if count * _REBUILD_FROM_FRACTION >= existing:
                 await _copy_with_indexes_rebuilt(connection, books)
             else:
@@ -226,9 +227,12 @@ def _creation_interval(count: int, newest: datetime | None, now: datetime) -> ti
     return max(min(_CREATION_INTERVAL, (now - newest) // count), _SMALLEST_INTERVAL)
 
 
-def _books(rng: random.Random, isbns: list[str], interval: timedelta, last_created_at: datetime) -> Iterator[_BookRow]:
-    """A book for each ISBN, its values in ``_COPIED_COLUMNS`` order, created ``interval`` after
-    the one before and the last at ``last_created_at``; drawn ``_CHUNK`` books at a time."""
+def _books(
+    rng: random.Random, isbns: list[str], stock: int, interval: timedelta, last_created_at: datetime
+) -> Iterator[_BookRow]:
+    """A book for each ISBN with ``stock`` copies, its values in ``_COPIED_COLUMNS`` order, created
+    ``interval`` after the one before and the last at ``last_created_at``; drawn ``_CHUNK`` books at
+    a time."""
     today = date.today()
     publish_dates = [today - timedelta(days=days) for days in range(_PUBLISHED_WITHIN_DAYS)]
     first_created_at = last_created_at - interval * (len(isbns) - 1)
@@ -241,7 +245,7 @@ def _books(rng: random.Random, isbns: list[str], interval: timedelta, last_creat
         prices = rng.choices(_PRICES, k=size)
         for index, values in enumerate(zip(titles, authors, published, chunk, prices, strict=True), start):
             created_at = first_created_at + interval * index
-            yield (*values, created_at, created_at)
+            yield (*values, stock, created_at, created_at)
 
 
 async def _copy_with_indexes_rebuilt(connection: asyncpg.Connection, books: Iterable[_BookRow]) -> None:

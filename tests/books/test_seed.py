@@ -159,3 +159,10 @@ async def test_prices_and_publish_dates_are_plausible(database: str) -> None:
     assert today - timedelta(days=60 * 365) < oldest < newest <= today
     assert titles > SEEDED // 2
     assert authors > 300
+
+
+async def test_every_seeded_book_has_the_stock_asked_for(database: str) -> None:
+    await seed_books(TOPPED_UP, random_seed=6)
+    await seed_books(TOPPED_UP, random_seed=7, stock=25)
+    stocks = fetch_rows(database, "SELECT stock, count(*) FROM book GROUP BY stock ORDER BY stock")
+    assert stocks == [(0, TOPPED_UP), (25, TOPPED_UP)]
