@@ -37,7 +37,8 @@ from tests.helpers import PASSWORD, Account, ApiClient, unique_email  # noqa: E4
 from tests.servers import RedisProcess, redis_server_binary  # noqa: E402
 
 TEST_SECRET = "test-secret-" + "x" * 40
-_TABLES = ("book", "refresh_token", "auth_session", "app_user")
+# Referencing tables before those they reference (CASCADE would empty them anyway).
+_TABLES = ("idempotency_key", "order_item", "book_order", "book", "refresh_token", "auth_session", "app_user")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -37,6 +37,11 @@ def book_payload(**overrides: Any) -> dict[str, Any]:
     return payload
 
 
+def order_payload(*lines: tuple[int, int]) -> dict[str, Any]:
+    """The body of ``POST /api/v1/orders`` for (book id, quantity) lines."""
+    return {"items": [{"book_id": book_id, "quantity": quantity} for book_id, quantity in lines]}
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

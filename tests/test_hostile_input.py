@@ -55,6 +55,8 @@ JSON_ROUTES = [
     JsonRoute("PUT", BOOKS + "/{book_id}", lambda: book_payload(title=MARK), True),
     JsonRoute("PATCH", BOOKS + "/{book_id}", lambda: {"title": MARK}, True),
     JsonRoute("PATCH", ME, lambda: {"email": f"{MARK}@example.com"}, True),
+    # Orders hold no text: the mark stands where a book id belongs.
+    JsonRoute("POST", "/api/v1/orders", lambda: {"items": [{"book_id": MARK, "quantity": 1}]}, True),
 ]
 
 
