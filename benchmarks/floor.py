@@ -316,9 +316,9 @@ class Floor:
         if rows:
             fingerprint = hashlib.blake2b(_encode(filters), digest_size=12).hexdigest()
             if more:
-                next_cursor = self.cursors.sign([fingerprint, "a", rows[-1][key], rows[-1][0]])
+                next_cursor = self.cursors.sign([fingerprint, "a", rows[-1][key], rows[-1][0]], listing="books")
             if paged:
-                prev_cursor = self.cursors.sign([fingerprint, "b", rows[0][key], rows[0][0]])
+                prev_cursor = self.cursors.sign([fingerprint, "b", rows[0][key], rows[0][0]], listing="books")
         counted = total is not None and total <= _TOTAL_COUNT_LIMIT
         capped = None if total is None else min(total, _TOTAL_COUNT_LIMIT)
         return BookPage([_book(row) for row in rows], capped, limit, offset, counted, next_cursor, prev_cursor)

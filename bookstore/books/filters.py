@@ -29,7 +29,7 @@ from bookstore.core.errors import invalid_input
 from bookstore.core.http import require_canonical_ints, require_single_values
 from bookstore.core.validation import SINGLE_LINE_PATTERN, split_field_error
 
-__all__ = ["MAX_OFFSET", "book_cursor", "provide_book_filters"]
+__all__ = ["CURSOR_LISTING", "MAX_OFFSET", "book_cursor", "provide_book_filters"]
 
 # Offset paging reads and skips every row before the page, so it is bounded; cursors go anywhere.
 MAX_OFFSET = 10_000
@@ -65,16 +65,21 @@ def _listing_fingerprint(filters: BookFilters) -> str:
     return hashlib.blake2b(described, digest_size=12).hexdigest()
 
 
+# The name the signer binds this listing's cursors to: another listing's cursor does not open here.
+CURSOR_LISTING = "books"
+
+
 def book_cursor(signer: CursorSigner, filters: BookFilters, position: PagePosition) -> str:
     """The cursor of the page at ``position`` of the listing ``filters`` describe."""
     return signer.sign(
-        [_listing_fingerprint(filters), _DIRECTION_CODES[position.direction], position.key, position.book_id]
+        [_listing_fingerprint(filters), _DIRECTION_CODES[position.direction], position.key, position.book_id],
+        listing=CURSOR_LISTING,
     )
 
 
 def _position_of(signer: CursorSigner, cursor: str, filters: BookFilters) -> PagePosition:
     try:
-        fingerprint, direction, key, book_id = signer.open(cursor)
+        fingerprint, direction, key, book_id = signer.open(cursor, listing=CURSOR_LISTING)
     except InvalidCursorError as error:
         raise invalid_input(str(error), key="cursor", source="query") from None
     if fingerprint != _listing_fingerprint(filters):

@@ -1,8 +1,9 @@
 """Opaque, tamper-evident page cursors for keyset pagination, shared by every listing.
 
 A cursor is ``<payload>.<tag>``, both base64url without padding: the payload is a JSON array
-(whatever positional values a listing needs, its expiry first), the tag the first 16 bytes of its
-HMAC-SHA256 under a key derived from the service's secret. Clients cannot read meaning into it
+(whatever positional values a listing needs, its expiry first), the tag the first 16 bytes of the
+HMAC-SHA256 of the listing's name and the payload, under a key derived from the service's secret;
+so a cursor of one listing (orders) never opens in another (books). Clients cannot read meaning into it
 or forge one, so a listing can trust the key values it holds and change their layout later; a
 cursor that does not verify, has expired or does not parse is refused with a 400 by the caller.
 Written here rather than with a JWT library because a cursor needs none of JWT's header,
@@ -54,16 +55,17 @@ class CursorSigner:
         self._ttl_seconds = ttl_seconds
         self._clock = clock
 
-    def _tag(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
+    def _tag(self, listing: str, payload: bytes) -> bytes:
+        # The NUL ends the name, so no other (name, payload) pair gives the same input.
+        return hmac.new(self._key, f"{listing}\0".encode() + payload, hashlib.sha256).digest()[:_TAG_BYTES]
 
-    def sign(self, values: list[Any]) -> str:
-        """A cursor carrying ``values`` (JSON-encodable) until it expires."""
+    def sign(self, values: list[Any], *, listing: str) -> str:
+        """A cursor of ``listing`` carrying ``values`` (JSON-encodable) until it expires."""
         payload = _encoder.encode([int(self._clock()) + self._ttl_seconds, *values])
-        return f"{_b64encode(payload)}.{_b64encode(self._tag(payload))}"
+        return f"{_b64encode(payload)}.{_b64encode(self._tag(listing, payload))}"
 
-    def open(self, cursor: str) -> list[Any]:
-        """The values of a cursor this signer issued and that has not expired."""
+    def open(self, cursor: str, *, listing: str) -> list[Any]:
+        """The values of a cursor this signer issued for ``listing`` and that has not expired."""
         encoded_payload, _, encoded_tag = cursor.partition(".")
         try:
             payload, tag = _b64decode(encoded_payload), _b64decode(encoded_tag)
@@ -71,8 +73,11 @@ class CursorSigner:
             raise InvalidCursorError("is not a cursor issued by this service") from None
         # The text must also be the one spelling sign() writes: base64 decoding also takes padding,
         # "+" and "/", and ignores the unused low bits of the last character.
-        if not hmac.compare_digest(tag, self._tag(payload)) or cursor != f"{_b64encode(payload)}.{_b64encode(tag)}":
-            raise InvalidCursorError("is not a cursor issued by this service")
+        if (
+            not hmac.compare_digest(tag, self._tag(listing, payload))
+            or cursor != f"{_b64encode(payload)}.{_b64encode(tag)}"
+        ):
+            raise InvalidCursorError("is not a cursor issued by this service for this listing")
         # Signed by us, so it parses; a failure here would be a bug, not bad input.
         expires_at, *values = _decoder.decode(payload)
         if expires_at <= self._clock():

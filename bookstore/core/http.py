@@ -137,12 +137,16 @@ def require_utf8(body: bytes) -> None:
 
 
 async def require_json_body(request: Request[Any, Any, Any]) -> None:
-    """``before_request`` hook: a body sent to a JSON route must be declared as JSON (else 415)
-    and be UTF-8 (else 400)."""
+    """``before_request`` hook: a body sent to a JSON route must be declared as JSON (else 415),
+    not be empty and be UTF-8 (else 400)."""
     if request.method in _METHODS_WITH_BODY:
         if not is_json_media_type(request.content_type[0]):
             raise UnsupportedMediaTypeError("Send the request body as application/json.")
-        require_utf8(await request.body())
+        body = await request.body()
+        if not body:
+            # Litestar's own message for a missing body is the bare parameter name ("'data'").
+            raise invalid_input("is empty; send a JSON document", key=None, source="body")
+        require_utf8(body)
 
 
 class CanonicalPathIntegers:

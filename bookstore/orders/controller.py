@@ -44,6 +44,8 @@ _MAX_USER_ID = 2**31 - 1
 _DIRECTIONS: dict[str, Literal["after", "before"]] = {"a": "after", "b": "before"}
 _DIRECTION_CODES = {name: code for code, name in _DIRECTIONS.items()}
 _LIST_PARAMETERS = frozenset({"limit", "cursor", "user_id"})
+# The name the signer binds this listing's cursors to: a cursor of the books listing does not open here.
+_CURSOR_LISTING = "orders"
 
 
 def _problem_response(container: type[Any], description: str) -> ResponseSpec:
@@ -60,12 +62,12 @@ def _owner_filter(user: CurrentUser) -> int | None:
 def _cursor(signer: CursorSigner, user_id: int, position: OrderPosition | None) -> str | None:
     if position is None:
         return None
-    return signer.sign([user_id, _DIRECTION_CODES[position.direction], position.order_id])
+    return signer.sign([user_id, _DIRECTION_CODES[position.direction], position.order_id], listing=_CURSOR_LISTING)
 
 
 def _position(signer: CursorSigner, cursor: str, user_id: int) -> OrderPosition:
     try:
-        listed_user_id, direction, order_id = signer.open(cursor)
+        listed_user_id, direction, order_id = signer.open(cursor, listing=_CURSOR_LISTING)
     except InvalidCursorError as error:
         raise invalid_input(str(error), key="cursor", source="query") from None
     if listed_user_id != user_id:
@@ -132,6 +134,9 @@ class OrdersController(Controller):
         ] = None,
     ) -> Response[Order]:
         idempotency = None
+        if len(request.headers.getall("idempotency-key", [])) > 1:
+            # The draft defines one Item: which of several a retry meant is a guess we do not make.
+            raise invalid_input("must be given once", key="Idempotency-Key", source="header")
         if idempotency_key is not None:
             idempotency = IdempotentRequest(idempotency_key_of(idempotency_key), request_fingerprint(data))
         placement = await queries.place_order(request.user.id, data, idempotency)

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from litestar import Litestar
 
-from bookstore.books.filters import MAX_OFFSET, book_cursor
+from bookstore.books.filters import CURSOR_LISTING, MAX_OFFSET, book_cursor
 from bookstore.books.queries import SEARCH_WINDOW, BookFilters, PagePosition, book_page_query
 from bookstore.books.schemas import TOTAL_COUNT_LIMIT, SortField
 from bookstore.core.cursors import CURSOR_MAX_LENGTH, CursorSigner
@@ -279,7 +279,7 @@ def _with_flipped_tag_bit(cursor: str) -> str:
 
 def _signed_with_another_secret(cursor: str) -> str:
     _expiry, *values = msgspec.json.decode(b64decode(cursor.split(".")[0]))
-    return CursorSigner(OTHER_SECRET, 3600).sign(values)
+    return CursorSigner(OTHER_SECRET, 3600).sign(values, listing=CURSOR_LISTING)
 
 
 FORGERIES = {

@@ -19,6 +19,7 @@ OTHER_SECRET = "another-secret-" + "y" * 40
 TTL_SECONDS = 600
 ISSUED_AT = 1_800_000_000.0
 VALUES: list[Any] = ["9c1f0e", "a", "The Left Hand of Darkness", 42]
+LISTING = "books"
 URL_SAFE_CURSOR = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
@@ -73,45 +74,45 @@ def flip_bit(text: str, byte_index: int) -> str:
     ids=["title-key", "timestamp-key", "rank-key", "unicode-key", "any-json", "nothing"],
 )
 def test_signed_values_open_unchanged(signer: CursorSigner, values: list[Any]) -> None:
-    assert signer.open(signer.sign(values)) == values
+    assert signer.open(signer.sign(values, listing=LISTING), listing=LISTING) == values
 
 
 @pytest.mark.parametrize("length", range(12))
 def test_cursor_is_url_safe_base64_without_padding_for_every_payload_length(signer: CursorSigner, length: int) -> None:
     # Payload lengths of every remainder modulo 3, so every unpadded form of base64 occurs.
-    cursor = signer.sign(["x" * length])
+    cursor = signer.sign(["x" * length], listing=LISTING)
     assert URL_SAFE_CURSOR.fullmatch(cursor), cursor
-    assert signer.open(cursor) == ["x" * length]
+    assert signer.open(cursor, listing=LISTING) == ["x" * length]
 
 
 def test_a_signer_with_the_same_secret_opens_another_signers_cursor(signer: CursorSigner, clock: Clock) -> None:
     # Every worker process builds its own signer from the shared secret.
     other_worker = CursorSigner(TEST_SECRET, TTL_SECONDS, clock=clock)
-    assert other_worker.open(signer.sign(VALUES)) == VALUES
+    assert other_worker.open(signer.sign(VALUES, listing=LISTING), listing=LISTING) == VALUES
 
 
 # --- expiry -------------------------------------------------------------------------------------
 
 
 def test_cursor_opens_until_just_before_its_ttl_has_passed(signer: CursorSigner, clock: Clock) -> None:
-    cursor = signer.sign(VALUES)
+    cursor = signer.sign(VALUES, listing=LISTING)
     clock.now = ISSUED_AT + TTL_SECONDS - 0.001
-    assert signer.open(cursor) == VALUES
+    assert signer.open(cursor, listing=LISTING) == VALUES
 
 
 @pytest.mark.parametrize("elapsed", [TTL_SECONDS, TTL_SECONDS + 1, 365 * 24 * 3600])
 def test_cursor_is_refused_once_its_ttl_has_passed(signer: CursorSigner, clock: Clock, elapsed: int) -> None:
-    cursor = signer.sign(VALUES)
+    cursor = signer.sign(VALUES, listing=LISTING)
     clock.now = ISSUED_AT + elapsed
     with pytest.raises(InvalidCursorError, match="expired"):
-        signer.open(cursor)
+        signer.open(cursor, listing=LISTING)
 
 
 def test_cursor_from_a_clock_in_the_past_is_refused_by_a_signer_of_today() -> None:
     issued_long_ago = CursorSigner(TEST_SECRET, TTL_SECONDS, clock=lambda: ISSUED_AT - TTL_SECONDS)
     today = CursorSigner(TEST_SECRET, TTL_SECONDS, clock=lambda: ISSUED_AT)
     with pytest.raises(InvalidCursorError, match="expired"):
-        today.open(issued_long_ago.sign(VALUES))
+        today.open(issued_long_ago.sign(VALUES, listing=LISTING), listing=LISTING)
 
 
 # --- forgeries ----------------------------------------------------------------------------------
@@ -149,12 +150,14 @@ def _tagged_with_the_raw_secret(cursor: str) -> str:
 
 
 def _signed_with_another_secret(_: str) -> str:
-    return CursorSigner(OTHER_SECRET, TTL_SECONDS, clock=lambda: ISSUED_AT).sign(VALUES)
+    return CursorSigner(OTHER_SECRET, TTL_SECONDS, clock=lambda: ISSUED_AT).sign(VALUES, listing=LISTING)
 
 
 def _with_the_tag_of_another_cursor(cursor: str) -> str:
     payload, _ = _payload_and_tag(cursor)
-    _, other_tag = _payload_and_tag(CursorSigner(TEST_SECRET, TTL_SECONDS, clock=lambda: ISSUED_AT).sign(["other"]))
+    _, other_tag = _payload_and_tag(
+        CursorSigner(TEST_SECRET, TTL_SECONDS, clock=lambda: ISSUED_AT).sign(["other"], listing=LISTING)
+    )
     return f"{payload}.{other_tag}"
 
 
@@ -196,7 +199,13 @@ FORGERIES: dict[str, Callable[[str], str]] = {
 
 @pytest.mark.parametrize("forge", FORGERIES.values(), ids=FORGERIES.keys())
 def test_forged_or_malformed_cursor_is_refused(signer: CursorSigner, forge: Callable[[str], str]) -> None:
-    cursor = signer.sign(VALUES)
-    assert signer.open(cursor) == VALUES  # the original opens, so only the forgery is refused
+    cursor = signer.sign(VALUES, listing=LISTING)
+    assert signer.open(cursor, listing=LISTING) == VALUES  # the original opens, so only the forgery is refused
     with pytest.raises(InvalidCursorError, match="not a cursor issued by this service"):
-        signer.open(forge(cursor))
+        signer.open(forge(cursor), listing=LISTING)
+
+
+def test_a_cursor_of_another_listing_is_refused(signer: CursorSigner) -> None:
+    cursor = signer.sign(VALUES, listing="orders")
+    with pytest.raises(InvalidCursorError, match="for this listing"):
+        signer.open(cursor, listing=LISTING)

@@ -414,6 +414,34 @@ async def test_invalid_list_parameters_are_400(client: ApiClient, shop: Shop, qu
     assert problem["errors"][0]["key"] == key, problem
 
 
+async def test_several_idempotency_keys_are_400_and_place_nothing(client: ApiClient, shop: Shop) -> None:
+    headers = [*shop.owner.headers.items(), ("Idempotency-Key", "first"), ("Idempotency-Key", "second")]
+    response = await client.post(ORDERS, json=order_payload((shop.book["id"], 1)), headers=headers)
+    problem = assert_problem(response, 400)
+    assert problem["errors"][0]["key"] == "Idempotency-Key"
+    assert await orders_stored() == 0
+
+
+async def test_an_empty_body_is_400_saying_so(client: ApiClient, shop: Shop) -> None:
+    headers = {**shop.owner.headers, "content-type": "application/json"}
+    problem = assert_problem(await client.post(ORDERS, content=b"", headers=headers), 400)
+    assert problem["errors"][0]["message"] == "is empty; send a JSON document"
+
+
+async def test_a_cursor_of_another_listing_is_400_both_ways(client: ApiClient, shop: Shop) -> None:
+    await client.create_book(shop.other)
+    for _ in range(2):
+        assert (await place(client, shop.owner, (shop.book["id"], 1))).status_code == 201
+    books_cursor = (await client.get("/api/v1/books?limit=1")).json()["next_cursor"]
+    orders_cursor = (await client.get(f"{ORDERS}?limit=1", headers=shop.owner.headers)).json()["next_cursor"]
+    assert books_cursor
+    assert orders_cursor
+    problem = assert_problem(await client.get(f"{ORDERS}?cursor={books_cursor}", headers=shop.owner.headers), 400)
+    assert problem["errors"][0]["key"] == "cursor"
+    problem = assert_problem(await client.get(f"/api/v1/books?cursor={orders_cursor}"), 400)
+    assert problem["errors"][0]["key"] == "cursor"
+
+
 async def test_a_cursor_of_another_users_listing_is_400(client: ApiClient, shop: Shop) -> None:
     for _ in range(2):
         assert (await place(client, shop.owner, (shop.book["id"], 1))).status_code == 201
