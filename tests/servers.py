@@ -24,10 +24,10 @@ from bookstore.testing import redis_server_binary as find_redis_server
 from bookstore.testing import statement_log as open_statement_log
 from tests.helpers import TEST_SERVER_ENV
 
-__all__ = ["BookstoreProcess", "RedisProcess", "redis_server_binary", "statement_log"]
+__all__ = ["BookstoreProcess", "RedisProcess", "redis_server_binary", "skip_absent_tool", "statement_log"]
 
 
-def _absent(reason: str) -> NoReturn:
+def skip_absent_tool(reason: str) -> NoReturn:
     """Skip a test whose tool this machine lacks; under CI, where .ci/run provides it, fail."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (required under CI)")
@@ -39,7 +39,7 @@ def redis_server_binary() -> str:
     try:
         return find_redis_server()
     except ToolMissingError as error:
-        _absent(str(error))
+        skip_absent_tool(str(error))
 
 
 @contextmanager
@@ -50,7 +50,7 @@ def statement_log(database_url: str) -> Iterator[StatementLog]:
         try:
             log = stack.enter_context(open_statement_log(database_url))
         except ServerError as error:
-            _absent(str(error))
+            skip_absent_tool(str(error))
         yield log
 
 

@@ -27,7 +27,7 @@ import pytest
 from bookstore.settings import SettingsError, load_settings
 from bookstore.testing import LOOPBACK, ServerError, ServerProcess, free_port
 from tests.helpers import PASSWORD, bearer, book_payload, unique_email
-from tests.servers import BookstoreProcess, statement_log
+from tests.servers import BookstoreProcess, skip_absent_tool, statement_log
 
 SECRET = "s" * 64
 CACHE_OFF = {"BOOKSTORE_DB_STATEMENT_CACHE_SIZE": "0"}
@@ -138,10 +138,7 @@ def pgbouncer_binary() -> str:
     path = shutil.which("pgbouncer", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
     if path is not None:
         return path
-    reason = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (required under CI)")
-    pytest.skip(reason)
+    skip_absent_tool("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
 
 
 class PgBouncer(ServerProcess):

@@ -35,7 +35,7 @@ from bookstore.settings import _ENV_FIELDS, Settings
 from bookstore.testing import fetch_rows
 from tests.deploy.test_image import local_environment, read_image, read_stages
 from tests.helpers import PASSWORD
-from tests.servers import _absent
+from tests.servers import skip_absent_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -447,7 +447,7 @@ def test_caddy_drops_idle_connections_before_the_api_does() -> None:
 def test_caddyfile_is_valid() -> None:
     caddy = shutil.which("caddy")
     if caddy is None:
-        _absent("caddy is not installed (Debian: apt-get install caddy)")
+        skip_absent_tool("caddy is not installed (Debian: apt-get install caddy)")
     done = subprocess.run(
         [caddy, "validate", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
         capture_output=True,

@@ -194,7 +194,7 @@ def local_command(argv: list[str], env: dict[str, str], *, image_port: int, port
             word = str(port)
         elif previous == "--host":
             # Inside a container only "every interface" is reachable through the published port.
-            assert word == "0.0.0.0", f"the command listens on {word} only"  # noqa: S104
+            assert word == "0.0.0.0", f"the command listens on {word} only"  # noqa: S104 - checks the image binds every interface; binds nothing
             word = LOOPBACK
         replaced.append(word)
     return replaced
