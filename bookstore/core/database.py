@@ -232,19 +232,27 @@ class DatabasePool:
             if one_row:
                 return await connection.fetchrow(sql, *args)
             return await connection.fetch(sql, *args)
-        except TimeoutError:
-            # PostgreSQL did not answer within the command timeout, although statement_timeout
-            # (shorter) should have stopped the statement: the server is stuck. Close the
-            # connection rather than wait for it to acknowledge a cancel.
-            connection.terminate()
-            raise TimeoutError("PostgreSQL did not answer within the command timeout") from None
-        except asyncpg.exceptions.InternalClientError as error:
-            # The connection was ending (see DATABASE_UNAVAILABLE_ERRORS): close it and report
-            # it lost, so that a read runs again on another one and a write gets 503.
-            connection.terminate()
-            raise asyncpg.ConnectionDoesNotExistError(f"connection was ending: {error}") from None
+        except (TimeoutError, asyncpg.exceptions.InternalClientError) as error:
+            raise _closed_after(connection, error) from None
         finally:
             await self.pool.release(connection)
+
+
+def _closed_after(connection: asyncpg.Connection, error: TimeoutError | asyncpg.InternalClientError) -> Exception:
+    """Close a connection that is stuck or ending, and say what to raise instead of ``error``.
+
+    A timeout means PostgreSQL did not answer within the command timeout, although
+    statement_timeout (shorter) should have stopped the statement: the server is stuck, so the
+    connection is closed rather than left waiting for a cancel to be acknowledged. An internal
+    client error means the connection was ending (see DATABASE_UNAVAILABLE_ERRORS): it is reported
+    lost, so that a read runs again on another one and a write gets 503. Closing the connection
+    also ends any transaction it had open on the server.
+    """
+    connection.terminate()
+    if isinstance(error, TimeoutError):
+        return TimeoutError("PostgreSQL did not answer within the command timeout")
+    lost: Exception = asyncpg.ConnectionDoesNotExistError(f"connection was ending: {error}")
+    return lost
 
 
 async def open_pool(settings: Settings) -> None:
@@ -338,13 +346,8 @@ async def transaction() -> AsyncIterator[asyncpg.Connection]:
                 await transaction.rollback()
             raise
         await transaction.commit()
-    except TimeoutError:
-        # As in DatabasePool.run: closing the connection also ends the transaction on the server.
-        connection.terminate()
-        raise TimeoutError("PostgreSQL did not answer within the command timeout") from None
-    except asyncpg.exceptions.InternalClientError as error:
-        connection.terminate()
-        raise asyncpg.ConnectionDoesNotExistError(f"connection was ending: {error}") from None
+    except (TimeoutError, asyncpg.exceptions.InternalClientError) as error:
+        raise _closed_after(connection, error) from None
     finally:
         await database.pool.release(connection)
 
