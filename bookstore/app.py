@@ -11,7 +11,6 @@ from functools import partial
 
 from litestar import Litestar
 from litestar.di import Provide
-from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Tag
@@ -21,14 +20,18 @@ from bookstore.accounts.auth import create_jwt_auth
 from bookstore.accounts.controller import AuthController, UsersController
 from bookstore.books.controller import BooksController
 from bookstore.core.connections import RequestBodyGuard
+from bookstore.core.cors import CorsResponses, create_cors_config
 from bookstore.core.cursors import CursorSigner
 from bookstore.core.database import close_pool, open_pool
 from bookstore.core.errors import create_problem_details_plugin
 from bookstore.core.health import HealthController
 from bookstore.core.http import AllowHeaderForOptions, CanonicalPathIntegers, HeadAsGet
+from bookstore.core.logging import create_access_log, create_logging_plugin
+from bookstore.core.metrics import METRICS_PATH, MetricsPlugin
+from bookstore.core.observability import RequestObserver, SecurityHeaders, docs_content_security_policy
 from bookstore.core.openapi import ClosedStructSchemaPlugin
 from bookstore.core.passwords import configure_password_hasher
-from bookstore.core.ratelimit import RateLimiter, RateLimitPlugin
+from bookstore.core.ratelimit import RateLimiter, RateLimitPlugin, TrustedProxies
 from bookstore.core.tokens import TokenCodec
 from bookstore.orders.controller import OrdersController
 from bookstore.settings import Settings, load_settings
@@ -39,9 +42,9 @@ API_VERSION = "1.0.0"
 DOCS_PATH = "/docs"
 # Scalar is pinned so the docs page does not change under us (see stack-facts §3).
 SCALAR_VERSION = "1.34.6"
-# Neither authenticated nor rate-limited. Anchored: Litestar matches these with findall(),
-# i.e. anywhere in the path.
-_DOCS_AND_PROBES = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)"]
+# Neither authenticated by JWT (/metrics checks its own token) nor rate-limited. Anchored: Litestar
+# matches these with findall(), i.e. anywhere in the path.
+_DOCS_AND_PROBES = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)", f"^{METRICS_PATH}(/|$)"]
 _logger = logging.getLogger("bookstore")
 
 
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     jwt_auth = create_jwt_auth(codec, exclude=_DOCS_AND_PROBES)
 
     page_cursors = CursorSigner(settings.secret_key, settings.page_cursor_ttl_seconds)
+    openapi_config = create_openapi_config() if settings.docs_enabled else None
 
     def provide_codec() -> TokenCodec:
         return codec
@@ -113,27 +117,50 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "page_cursors": Provide(provide_page_cursors, sync_to_thread=False, use_cache=True),
         },
         plugins=[
+            create_logging_plugin(settings),
             RateLimitPlugin(RateLimiter.from_settings(settings, codec.user_id_of), exclude=_DOCS_AND_PROBES),
             create_problem_details_plugin(),
             ClosedStructSchemaPlugin(),
+            MetricsPlugin(token=settings.metrics_token),
             GranianPlugin(),
         ],
-        openapi_config=create_openapi_config() if settings.docs_enabled else None,
+        openapi_config=openapi_config,
+        cors_config=create_cors_config(settings.cors_origins),
         request_max_body_size=settings.max_request_body_bytes,
         middleware=[AllowHeaderForOptions, CanonicalPathIntegers],
-        logging_config=LoggingConfig(
-            root={"level": settings.log_level, "handlers": ["queue_listener"]},
-            log_exceptions="never",
-        ),
     )
     # Ahead of routing, which Litestar offers no hook for: it would answer HEAD with 405.
     app.asgi_handler = HeadAsGet(app.asgi_handler)
+    if settings.cors_origins:
+        app.asgi_handler = CorsResponses(app.asgi_handler)
     # Around everything, the router's exception handler included: early answers raised by auth, the
     # rate limiter or routing are sent from there, and must go out through the guard's `send`.
     app.asgi_handler = RequestBodyGuard(
         app.asgi_handler, read_timeout=settings.body_read_timeout_seconds, drain_limit=settings.max_request_body_bytes
     )
+    # Outermost: every answer, the guard's included, gets its request id and headers, and is counted.
+    app.asgi_handler = RequestObserver(
+        app.asgi_handler,
+        trusted_proxies=TrustedProxies(settings.trusted_proxies),
+        security_headers=_security_headers(settings, openapi_config),
+        access_log=create_access_log(settings),
+    )
     return app
+
+
+def _security_headers(settings: Settings, openapi_config: OpenAPIConfig | None) -> SecurityHeaders:
+    scalar = (
+        next((plugin for plugin in openapi_config.render_plugins if isinstance(plugin, ScalarRenderPlugin)), None)
+        if openapi_config
+        else None
+    )
+    return SecurityHeaders(
+        hsts_seconds=settings.hsts_seconds,
+        docs_path=DOCS_PATH if scalar else None,
+        docs_policy=docs_content_security_policy(scalar) if scalar else None,
+        # Tokens and the caller's account: no cache may keep them.
+        private_paths=(f"{AuthController.path}/", f"{UsersController.path}/"),
+    )
 
 
 def render_openapi_document() -> str:

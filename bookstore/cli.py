@@ -35,6 +35,7 @@ _SERVE_OVERRIDES = {
     "body_read_timeout": "BOOKSTORE_BODY_READ_TIMEOUT_SECONDS",
     "max_connections": "BOOKSTORE_MAX_CONNECTIONS_PER_WORKER",
     "backlog": "BOOKSTORE_LISTEN_BACKLOG",
+    "shutdown_timeout": "BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS",
 }
 
 
@@ -137,15 +138,24 @@ def main() -> None:
     help="Connections the listening socket queues for the workers "
     f"[default: BOOKSTORE_LISTEN_BACKLOG or {_setting_default('listen_backlog')}].",
 )
+@click.option(
+    "--shutdown-timeout",
+    type=int,
+    help="Seconds a worker has after SIGTERM to finish its requests and close its connections before "
+    f"it is killed [default: BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS or {_setting_default('shutdown_timeout_seconds')}].",
+)
 def serve(host: str, port: int, workers: int, **overrides: float | int | None) -> None:
     """Apply pending migrations, then serve the API with Granian."""
     from litestar.cli.main import litestar_group
+
+    from bookstore.core.metrics import multiprocess_directory
 
     # Through the environment, so that the workers' own settings see them and one place validates.
     os.environ.update({_SERVE_OVERRIDES[name]: str(value) for name, value in overrides.items() if value is not None})
     settings = _settings()
     enough_files = _raise_open_file_limit(settings.max_connections_per_worker)
-    with _database(settings) as url:
+    # The workers' metric files go to a directory of this run's own, so a scrape sums all workers.
+    with _database(settings) as url, multiprocess_directory():
         _migrate()
         where = "embedded PostgreSQL in " + str(settings.data_dir) if not settings.database_url else "DATABASE_URL"
         base = f"http://{_browsable_host(host)}:{port}"
@@ -179,7 +189,7 @@ def serve(host: str, port: int, workers: int, **overrides: float | int | None) -
                 "--wc",
                 str(workers),
                 "--workers-kill-timeout",
-                "20",
+                str(settings.shutdown_timeout_seconds),
                 "--http1-header-read-timeout",
                 str(max(1, round(settings.header_read_timeout_seconds * 1000))),
                 "--backpressure",

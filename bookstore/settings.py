@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,8 @@ __all__ = ["MIN_SECRET_BYTES", "Settings", "SettingsError", "load_settings"]
 
 MIN_SECRET_BYTES = 32
 _KEY_FILE_NAME = "secret_key"
+# What a browser sends as Origin: scheme, lower-case host (a name, IPv4 or bracketed IPv6), port.
+_ORIGIN = re.compile(r"https?://(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 
 
 class SettingsError(ValueError):
@@ -66,7 +69,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     header_read_timeout_seconds: Annotated[float, Meta(ge=0.001, le=60)] = 30.0
     max_connections_per_worker: Annotated[int, Meta(ge=1, le=65536)] = 1024
     listen_backlog: Annotated[int, Meta(ge=128, le=65535)] = 1024
+    # Also passed to Granian: how long a worker may take after SIGTERM to finish its in-flight
+    # requests and close its pool and Redis client before it is killed (whole seconds, Granian's
+    # bounds). compose's stop_grace_period and Kubernetes' grace period must outlast it.
+    shutdown_timeout_seconds: Annotated[int, Meta(ge=1, le=1800)] = 20
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one JSON object per line, for log collectors; console: readable lines. None: json in
+    # production, console otherwise.
+    log_format: Literal["json", "console"] | None = None
+    # One line per request (method, path template, status, duration, request id) at INFO.
+    access_log: bool = True
     redis_url: str | None = None
     redis_timeout_seconds: Annotated[float, Meta(gt=0, le=5)] = 0.25
     rate_limit_enabled: bool = True
@@ -77,6 +89,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     register_rate_limit_per_ip: Annotated[int, Meta(ge=1)] = 5
     auth_rate_limit_window_seconds: Annotated[int, Meta(ge=1, le=86400)] = 60
     trusted_proxies: tuple[str, ...] = ()
+    # Browser origins (scheme://host[:port]) allowed to call the API from their pages, or "*" for
+    # any; none: CORS is off. Never with credentials: the API's bearer tokens need none.
+    cors_origins: tuple[str, ...] = ()
+    # Strict-Transport-Security max-age on every response; set it only when TLS is terminated in
+    # front of the service. 0: the header is not sent. At most two years.
+    hsts_seconds: Annotated[int, Meta(ge=0, le=2 * 365 * 24 * 3600)] = 0
+    # Bearer token `/metrics` requires; unset, `/metrics` is open (keep it behind the proxy). The
+    # token68 characters of RFC 9110, so it fits an Authorization header as it is.
+    metrics_token: Annotated[str, Meta(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9._~+/-]+=*$")] | None = None
 
     def __post_init__(self) -> None:
         if len(self.secret_key.encode()) < MIN_SECRET_BYTES:
@@ -92,10 +113,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ValueError(f"{network!r} is not an IP address or network - at `$.trusted_proxies`") from None
+        if "*" in self.cors_origins and len(self.cors_origins) > 1:
+            raise ValueError("'*' allows every origin and cannot be combined with others - at `$.cors_origins`")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin such as https://app.example.com (http or https, lower-case "
+                    "host, optional port, nothing after it) - at `$.cors_origins`"
+                )
 
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def logs_as_json(self) -> bool:
+        return self.log_format == "json" if self.log_format is not None else self.is_production
 
 
 # Environment variable -> settings field. DATABASE_URL keeps its conventional unprefixed name.
@@ -124,7 +157,10 @@ _ENV_FIELDS = {
     "BOOKSTORE_HEADER_READ_TIMEOUT_SECONDS": "header_read_timeout_seconds",
     "BOOKSTORE_MAX_CONNECTIONS_PER_WORKER": "max_connections_per_worker",
     "BOOKSTORE_LISTEN_BACKLOG": "listen_backlog",
+    "BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS": "shutdown_timeout_seconds",
     "BOOKSTORE_LOG_LEVEL": "log_level",
+    "BOOKSTORE_LOG_FORMAT": "log_format",
+    "BOOKSTORE_ACCESS_LOG": "access_log",
     "REDIS_URL": "redis_url",
     "BOOKSTORE_REDIS_TIMEOUT_SECONDS": "redis_timeout_seconds",
     "BOOKSTORE_RATE_LIMIT_ENABLED": "rate_limit_enabled",
@@ -135,6 +171,9 @@ _ENV_FIELDS = {
     "BOOKSTORE_REGISTER_RATE_LIMIT_PER_IP": "register_rate_limit_per_ip",
     "BOOKSTORE_AUTH_RATE_LIMIT_WINDOW_SECONDS": "auth_rate_limit_window_seconds",
     "BOOKSTORE_TRUSTED_PROXIES": "trusted_proxies",
+    "BOOKSTORE_CORS_ORIGINS": "cors_origins",
+    "BOOKSTORE_HSTS_SECONDS": "hsts_seconds",
+    "BOOKSTORE_METRICS_TOKEN": "metrics_token",
 }
 
 
@@ -149,8 +188,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raw: dict[str, object] = {
         field: environ[name] for name, field in _ENV_FIELDS.items() if environ.get(name, "") != ""
     }
-    if isinstance(raw.get("trusted_proxies"), str):
-        raw["trusted_proxies"] = [item.strip() for item in str(raw["trusted_proxies"]).split(",") if item.strip()]
+    for listed in ("trusted_proxies", "cors_origins"):  # comma-separated
+        if isinstance(raw.get(listed), str):
+            raw[listed] = [item.strip() for item in str(raw[listed]).split(",") if item.strip()]
     # Checked before anything starts: a container without it must fail, not run a private
     # database that dies with the container.
     if raw.get("env") == "production" and "database_url" not in raw:

@@ -86,3 +86,11 @@ def test_invalid_configuration_stops_with_the_variable_named(tmp_path: Path) -> 
     )
     assert env_result.returncode == 1
     assert "BOOKSTORE_DB_POOL_MAX_SIZE" in env_result.stderr
+
+
+def test_serve_rejects_a_shutdown_timeout_granian_cannot_take_naming_the_setting(tmp_path: Path) -> None:
+    result = bookstore("serve", "--shutdown-timeout", "0", data_dir=tmp_path)
+    assert result.returncode == 1
+    assert "BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS" in result.stderr
+    # Refused before anything started: no embedded database was created.
+    assert not (tmp_path / "postgres").exists()

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException
+from litestar.exceptions import ClientException, TooManyRequestsException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
@@ -29,6 +29,7 @@ from bookstore.accounts.schemas import (
 )
 from bookstore.core.errors import UnsupportedMediaTypeError, invalid_input, problem_responses
 from bookstore.core.http import is_json_media_type, require_json_body, require_utf8
+from bookstore.core.metrics import LOGIN_LIMITED
 from bookstore.core.openapi import PUBLIC
 from bookstore.core.ratelimit import LOGIN_EMAIL_POLICY, LOGIN_POLICY, POLICY_OPT_KEY, REGISTER_POLICY, RateLimiter
 from bookstore.core.tokens import TokenCodec
@@ -150,7 +151,11 @@ class AuthController(Controller):
     ) -> TokenPair:
         email, password = await _read_login(request)
         # Per account as well as per IP: credential stuffing spreads one email over many IPs.
-        await _count_password_check(rate_limiter, normalise_email(email))
+        try:
+            await _count_password_check(rate_limiter, normalise_email(email))
+        except TooManyRequestsException:
+            LOGIN_LIMITED.inc()
+            raise
         return await service.log_in(codec, email, password)
 
     @post(

@@ -21,6 +21,7 @@ from bookstore.accounts.tables import RefreshTokenTable, SessionTable, UserTable
 from bookstore.core import passwords
 from bookstore.core.database import fetch_one, is_unique_violation
 from bookstore.core.errors import AuthenticationError, ConflictError, PermissionDeniedError
+from bookstore.core.metrics import LOGIN_FAILURE, LOGIN_SUCCESS, REFRESH_TOKEN_REUSE
 from bookstore.core.tokens import ACCESS, REFRESH, TokenCodec
 
 __all__ = [
@@ -92,16 +93,20 @@ async def log_in(codec: TokenCodec, email: str, password: str) -> TokenPair:
     """Check the credentials and open a new session; unknown email and wrong password look alike."""
     user_id = await UserTable.login(email, password)
     if user_id is None:
+        LOGIN_FAILURE.inc()
         raise AuthenticationError(_INVALID_CREDENTIALS)
     active = await UserTable.select(UserTable.id).where((UserTable.id == user_id) & (UserTable.active == True)).first()  # noqa: E712 - Piccolo builds SQL from ==
     if active is None:
+        LOGIN_FAILURE.inc()
         raise AuthenticationError(_INVALID_CREDENTIALS)
     session_id = uuid4()
     async with SessionTable._meta.db.transaction():
         # Expired refresh tokens can never be used again; logins keep the table from growing.
         await RefreshTokenTable.delete().where(RefreshTokenTable.expires_at < _now())
         await SessionTable.insert(SessionTable(id=session_id, user=user_id))
-        return await _issue_pair(codec, user_id, session_id)
+        pair = await _issue_pair(codec, user_id, session_id)
+    LOGIN_SUCCESS.inc()
+    return pair
 
 
 async def refresh_session(codec: TokenCodec, refresh_token: str) -> TokenPair:
@@ -135,6 +140,7 @@ async def refresh_session(codec: TokenCodec, refresh_token: str) -> TokenPair:
                 return await _issue_pair(codec, session["user"], UUID(token.sid))
     if not claimed:
         # Spent (or expired) token presented again: assume it leaked and end the session.
+        REFRESH_TOKEN_REUSE.inc()
         await _revoke_sessions(SessionTable.id == token.sid)
     raise AuthenticationError(_INVALID_REFRESH)
 

@@ -38,6 +38,7 @@ __all__ = [
     "open_pool",
     "outage_cause",
     "ping_database",
+    "pool_usage",
     "transaction",
 ]
 
@@ -281,6 +282,15 @@ def _pool() -> DatabasePool:
     if not isinstance(pool, DatabasePool):
         raise RuntimeError("the connection pool is not open (it opens with the app's lifespan)")
     return pool
+
+
+def pool_usage() -> tuple[int, int] | None:
+    """This process's pool as (connections open, connections checked out); None while it is closed."""
+    pool = get_engine().pool
+    if not isinstance(pool, DatabasePool):
+        return None
+    size = pool.pool.get_size()
+    return size, size - pool.pool.get_idle_size()
 
 
 async def fetch_one(sql: str, *args: object, read_only: bool = False) -> asyncpg.Record | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import asyncpg
 import msgspec
@@ -20,11 +20,14 @@ from litestar.plugins.problem_details import (
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
+from msgspec import Meta
 
 from bookstore.core.database import DATABASE_UNAVAILABLE_ERRORS, describe_error, outage_cause
+from bookstore.core.logging import request_id_context
 
 __all__ = [
     "DATABASE_RETRY_AFTER_SECONDS",
+    "PROBLEM_MEDIA_TYPE",
     "AuthenticationError",
     "ConflictError",
     "DomainError",
@@ -106,6 +109,10 @@ class ProblemDetails(msgspec.Struct, omit_defaults=True):
     title: str
     detail: str
     errors: list[FieldError] | None = None
+    request_id: Annotated[
+        str | None,
+        Meta(description="The request's id, also in its X-Request-ID header and in the service's logs."),
+    ] = None
 
 
 def invalid_input(message: str, *, key: str | None, source: str) -> ValidationException:
@@ -131,10 +138,14 @@ def _validation_detail(errors: list[Any]) -> str:
 
 
 def _problem(
-    status: int, detail: str, *, headers: dict[str, str] | None = None, extra: Any = None
+    status: int, detail: str, *, headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None
 ) -> ProblemDetailsException:
     if status == HTTPStatus.UNAUTHORIZED:
         headers = {"WWW-Authenticate": 'Bearer realm="bookstore"', **(headers or {})}
+    request_id = request_id_context.get()
+    if request_id is not None:
+        # So that a client reporting an error can point at its lines in the logs.
+        extra = {**(extra or {}), "request_id": request_id}
     return ProblemDetailsException(
         status_code=status,
         title=HTTPStatus(status).phrase,

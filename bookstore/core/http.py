@@ -201,12 +201,17 @@ class HeadAsGet:
             await self.app(scope, receive, send)
             return
 
+        get_scope = cast("Scope", {**scope, "method": "GET"})
+
         async def send_without_body(message: Message) -> None:
             if message["type"] == "http.response.body":
                 message = {**message, "body": b""}
+            elif "path_template" in get_scope:
+                # Routed by now: the observer outside heads, counts and logs the response by its route.
+                scope["path_template"] = get_scope["path_template"]
             await send(message)
 
-        await self.app(cast("Scope", {**scope, "method": "GET"}), receive, send_without_body)
+        await self.app(get_scope, receive, send_without_body)
 
 
 class AllowHeaderForOptions:

@@ -322,3 +322,90 @@ def test_settings_built_directly_validate_the_pool_sizes() -> None:
 def test_service_urls_must_have_the_right_scheme(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         load_settings({"BOOKSTORE_DATA_DIR": str(tmp_path), variable: value})
+
+
+def test_shutdown_timeout_defaults_to_20_seconds_and_is_read_from_its_variable(tmp_path: Path) -> None:
+    assert load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET)).shutdown_timeout_seconds == 20
+    settings = load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS="45"))
+    assert settings.shutdown_timeout_seconds == 45
+
+
+# Granian takes whole seconds from 1 to 1800 (30 minutes).
+@pytest.mark.parametrize("value", ["0", "-5", "1801", "2.5", "20s", "soon"])
+def test_shutdown_timeout_outside_granians_whole_seconds_is_rejected_naming_it(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS=value))
+
+
+# --- logs, CORS, HSTS ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "as_json"),
+    [
+        ({}, False),
+        ({"BOOKSTORE_ENV": "production", "DATABASE_URL": DATABASE_URL}, True),
+        ({"BOOKSTORE_LOG_FORMAT": "json"}, True),
+        ({"BOOKSTORE_ENV": "production", "DATABASE_URL": DATABASE_URL, "BOOKSTORE_LOG_FORMAT": "console"}, False),
+    ],
+    ids=["development", "production", "json chosen", "console chosen"],
+)
+def test_logs_are_json_in_production_unless_chosen_otherwise(
+    tmp_path: Path, values: dict[str, str], as_json: bool
+) -> None:
+    assert load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, **values)).logs_as_json is as_json
+
+
+def test_log_format_must_be_json_or_console(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_LOG_FORMAT"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_LOG_FORMAT="text"))
+
+
+def test_access_lines_are_on_unless_switched_off(tmp_path: Path) -> None:
+    assert load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET)).access_log is True
+    assert (
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_ACCESS_LOG="false")).access_log is False
+    )
+
+
+def test_cors_origins_are_off_by_default_and_read_as_a_comma_separated_list(tmp_path: Path) -> None:
+    assert load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET)).cors_origins == ()
+    settings = load_settings(
+        environ(
+            tmp_path,
+            BOOKSTORE_SECRET_KEY=SECRET,
+            BOOKSTORE_CORS_ORIGINS=" https://app.example.com, http://localhost:5173,https://[::1]:8443 ",
+        )
+    )
+    assert settings.cors_origins == ("https://app.example.com", "http://localhost:5173", "https://[::1]:8443")
+    assert load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_CORS_ORIGINS="*")).cors_origins == (
+        "*",
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "*,https://app.example.com",
+        "app.example.com",
+        "https://app.example.com/",
+        "https://app.example.com/path",
+        "https://App.Example.com",
+        "ftp://app.example.com",
+        "https://user@app.example.com",
+        "https://*.example.com",
+        "null",
+    ],
+)
+def test_cors_origins_must_be_exact_origins_or_a_lone_star(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SettingsError, match="BOOKSTORE_CORS_ORIGINS"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_CORS_ORIGINS=value))
+
+
+def test_hsts_is_off_by_default_and_bounded(tmp_path: Path) -> None:
+    assert load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET)).hsts_seconds == 0
+    year = load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_HSTS_SECONDS="31536000"))
+    assert year.hsts_seconds == 31_536_000
+    for value in ("-1", str(2 * 365 * 24 * 3600 + 1), "a year"):
+        with pytest.raises(SettingsError, match="BOOKSTORE_HSTS_SECONDS"):
+            load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_HSTS_SECONDS=value))

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTAINERFILE = ROOT / "Containerfile"
 IGNORE_FILES = (ROOT / ".containerignore", ROOT / ".dockerignore")
 # The stop grace period the Containerfile asks compose and Kubernetes for: Granian kills a worker
-# still busy 20 s after SIGTERM (`--workers-kill-timeout 20`, bookstore/cli.py), then exits.
+# still busy BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS (20 s) after SIGTERM, then exits.
 GRACE_PERIOD_SECONDS = 30.0
 # What the base image (python:3.11-slim-bookworm) puts in the environment, and the HOME of the
 # image's user (`useradd --home-dir /nonexistent`): nothing may need to write there.

@@ -10,7 +10,7 @@ Routes choose a policy with ``opt={POLICY_OPT_KEY: name}``; handlers that count 
 password check per account) take the ``rate_limiter`` dependency.
 """
 
-from bookstore.core.ratelimit.identity import ClientIdentity
+from bookstore.core.ratelimit.identity import ClientIdentity, TrustedProxies
 from bookstore.core.ratelimit.limiter import (
     API_POLICY,
     LOGIN_EMAIL_POLICY,
@@ -49,5 +49,6 @@ __all__ = [
     "RateLimitUnavailableError",
     "RateLimiter",
     "StoreStatus",
+    "TrustedProxies",
     "create_rate_limit_store",
 ]

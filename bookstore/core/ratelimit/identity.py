@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from litestar.types import Scope
 
-__all__ = ["ClientIdentity"]
+__all__ = ["ClientIdentity", "TrustedProxies"]
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -33,6 +33,25 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+class TrustedProxies:
+    """The peers (``BOOKSTORE_TRUSTED_PROXIES``) whose word about the client is believed: the
+    ``X-Forwarded-For`` they add, the ``X-Request-ID`` they pass on."""
+
+    def __init__(self, networks: Sequence[str]) -> None:
+        self._networks = [ipaddress.ip_network(network, strict=False) for network in networks]
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def trusts(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        return address is not None and any(address in network for network in self._networks)
+
+    def trusts_peer(self, scope: Scope) -> bool:
+        """Whether the request came straight from a trusted proxy."""
+        client = scope.get("client")
+        return bool(self._networks) and client is not None and self.trusts(_ip(client[0]))
+
+
 class ClientIdentity:
     """Who a request counts against: the user of a validly signed token, else the client IP.
 
@@ -43,16 +62,13 @@ class ClientIdentity:
     """
 
     def __init__(self, trusted_proxies: Sequence[str], user_of_token: Callable[[str], int | None]) -> None:
-        self._trusted = [ipaddress.ip_network(network, strict=False) for network in trusted_proxies]
+        self._trusted = TrustedProxies(trusted_proxies)
         self._user_of_token = user_of_token
-
-    def _is_trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
-        return address is not None and any(address in network for network in self._trusted)
 
     def client_ip(self, scope: Scope) -> str:
         client = scope.get("client")
         peer = client[0] if client else "unknown"
-        if not self._trusted or not self._is_trusted(_ip(peer)):
+        if not self._trusted or not self._trusted.trusts(_ip(peer)):
             return peer
         address = peer
         for text in reversed(_header(scope, b"x-forwarded-for").split(",")):
@@ -60,7 +76,7 @@ class ClientIdentity:
             if hop is None:
                 break
             address = str(hop)
-            if not self._is_trusted(hop):
+            if not self._trusted.trusts(hop):
                 break
         return address
 

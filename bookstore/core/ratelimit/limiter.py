@@ -17,6 +17,12 @@ from dataclasses import dataclass
 from litestar.exceptions import TooManyRequestsException
 
 from bookstore.core.errors import ServiceUnavailableError
+from bookstore.core.metrics import (
+    LOGIN_LIMITED,
+    RATE_LIMIT_ALLOWED,
+    RATE_LIMIT_LIMITED,
+    RATE_LIMIT_STORE_UNREACHABLE,
+)
 from bookstore.core.ratelimit.identity import ClientIdentity
 from bookstore.core.ratelimit.store import CountingStore, RateLimitUnavailableError, create_rate_limit_store
 from bookstore.settings import Settings
@@ -133,6 +139,7 @@ class RateLimiter:
         try:
             window = await self.store.hit(f"{policy.name}:{key}", policy.window_seconds)
         except RateLimitUnavailableError as error:
+            RATE_LIMIT_STORE_UNREACHABLE.inc()
             if policy.fail_closed:
                 self._refuse(policy, error)
                 raise ServiceUnavailableError(
@@ -142,10 +149,16 @@ class RateLimiter:
             return None
         decision = Decision(policy, window.count, window.reset_seconds)
         if not decision.allowed:
+            RATE_LIMIT_LIMITED.inc()
+            if policy.name == LOGIN_POLICY:
+                # Only the login route uses the per-IP login policy. The per-account one also guards
+                # password changes, so the login handler counts its refusals itself.
+                LOGIN_LIMITED.inc()
             raise TooManyRequestsException(
                 "Too many requests; retry after the number of seconds in Retry-After.",
                 headers={**decision.headers(), "Retry-After": str(decision.reset_seconds)},
             )
+        RATE_LIMIT_ALLOWED.inc()
         return decision
 
     def _serve_unlimited(self, error: RateLimitUnavailableError) -> None:
