@@ -103,7 +103,13 @@ def _formatter(as_json: bool) -> dict[str, Any]:
         colors = os.isatty(_STDERR)
         styles = structlog.dev.ConsoleRenderer.get_default_level_styles(colors)
         level_styles = {name.upper(): style for name, style in styles.items()}
-        renderer = [structlog.dev.ConsoleRenderer(colors=colors, level_styles=level_styles)]
+        # Plain tracebacks: structlog's default (rich's when installed, as litestar's CLI brings it) prints
+        # every frame's local variables, which would put passwords and tokens into the log.
+        renderer = [
+            structlog.dev.ConsoleRenderer(
+                colors=colors, level_styles=level_styles, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     return {
         "()": structlog.stdlib.ProcessorFormatter,
         # Lines from stdlib loggers: what structlog's own chain below adds to its lines.

@@ -24,6 +24,8 @@ from tests.helpers import PASSWORD, bearer, unique_email
 from tests.servers import BookstoreProcess
 
 NOISY = "/test-only/noisy/{number:int}"
+# A value only a failing handler's local variable holds: a traceback that printed locals would show it.
+FRAME_LOCAL_SECRET = "frame-local-password-7f3a"
 ACCESS_LINE_KEYS = {"timestamp", "level", "logger", "event", "request_id", "method", "path", "status", "duration_ms"}
 
 
@@ -33,6 +35,7 @@ def noisy(number: FromPath[int]) -> None:
     logging.getLogger("bookstore.books").info("about to fail %d", number)
     logging.getLogger("asyncpg").warning("a library speaks")
     structlog.get_logger("bookstore.test").info("structlog speaks", number=number)
+    _password_in_scope = FRAME_LOCAL_SECRET
     raise RuntimeError("a bug")
 
 
@@ -97,6 +100,7 @@ async def test_console_lines_carry_the_request_id_too(capfd: pytest.CaptureFixtu
     assert "[ERROR" in error_line
     assert f"request_id={request_id}" in error_line
     assert "RuntimeError: a bug" in output
+    assert FRAME_LOCAL_SECRET not in output
     access_line = next(line for line in output.splitlines() if "[bookstore.access]" in line)
     assert f"request_id={request_id}" in access_line
     assert f"path={NOISY.replace(':int', '')}" in access_line
