@@ -36,7 +36,8 @@ TOKEN = "metrics-token-" + "t" * 24
 BOOKS = "/api/v1/books"
 LOGIN = "/api/v1/auth/login"
 REQUESTS = "bookstore_http_requests_total"
-DURATIONS = "bookstore_http_request_duration_seconds_count"
+DURATION_FAMILY = "bookstore_http_request_duration_seconds"
+DURATIONS = f"{DURATION_FAMILY}_count"
 DECISIONS = "bookstore_rate_limit_decisions_total"
 LOGINS = "bookstore_logins_total"
 REUSE = "bookstore_refresh_token_reuse_total"
@@ -92,6 +93,27 @@ async def test_methods_a_client_makes_up_are_counted_as_other(client: ApiClient)
     text = await scrape(client)
     assert sample(text, REQUESTS, method="OTHER", **labels) == before + 2
     assert "BREW" not in text
+
+
+async def test_a_scrape_shows_each_duration_in_the_bucket_observing_it_would_choose(client: ApiClient) -> None:
+    # Requests are tallied in plain Python and added to the histogram in batches: its buckets and sum
+    # must read as if every request had been observed on its own.
+    labels = {"method": "GET", "path": "/test-only/tallied"}
+    durations = [0.001, 0.0025, 0.0026, 0.05, 0.3, 5.0, 42.0]
+    for seconds in durations:
+        observe_request("GET", labels["path"], 200, seconds)
+    text = await scrape(client)
+    [family] = [family for family in text_string_to_metric_families(text) if family.name == DURATION_FAMILY]
+    buckets = {
+        float(found.labels["le"]): found.value
+        for found in family.samples
+        if found.name.endswith("_bucket") and found.labels["method"] == "GET" and found.labels["path"] == labels["path"]
+    }
+    assert len(buckets) == 12
+    for upper_bound, count in buckets.items():
+        assert count == sum(seconds <= upper_bound for seconds in durations), upper_bound
+    assert sample(text, f"{DURATION_FAMILY}_sum", **labels) == pytest.approx(sum(durations))
+    assert sample(text, REQUESTS, **labels, status="200") == len(durations)
 
 
 async def test_scrapes_are_not_counted(client: ApiClient) -> None:

@@ -14,6 +14,7 @@ from litestar import Litestar, get
 from prometheus_client import REGISTRY
 
 from bookstore.app import create_app
+from bookstore.core.metrics import flush_metrics
 from tests.conftest import make_settings
 from tests.helpers import PASSWORD, assert_problem, bearer, book_payload, unique_email
 
@@ -222,6 +223,7 @@ async def test_token_and_account_responses_are_never_stored(observed: Litestar) 
 
 
 def _requests_counted(method: str, path: str, status: str) -> float:
+    flush_metrics()  # what a scrape does first
     labels = {"method": method, "path": path, "status": status}
     return REGISTRY.get_sample_value("bookstore_http_requests_total", labels) or 0.0
 
