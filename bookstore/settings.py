@@ -22,7 +22,20 @@ __all__ = ["MIN_SECRET_BYTES", "Settings", "SettingsError", "load_settings"]
 MIN_SECRET_BYTES = 32
 _KEY_FILE_NAME = "secret_key"
 # What a browser sends as Origin: scheme, lower-case host (a name, IPv4 or bracketed IPv6), port.
-_ORIGIN = re.compile(r"https?://(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+# A port as browsers write it in an Origin: 1-65535, no leading zero, never the scheme's default
+# (which they leave out), so that every origin listed can match a request.
+_ORIGIN = re.compile(
+    r"(?P<scheme>https?)://(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::(?P<port>[1-9][0-9]{0,4}))?"
+)
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _is_origin(text: str) -> bool:
+    match = _ORIGIN.fullmatch(text)
+    if match is None:
+        return False
+    port = match["port"]
+    return port is None or (int(port) <= 65535 and port != _DEFAULT_PORTS[match["scheme"]])
 
 
 class SettingsError(ValueError):
@@ -116,7 +129,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if "*" in self.cors_origins and len(self.cors_origins) > 1:
             raise ValueError("'*' allows every origin and cannot be combined with others - at `$.cors_origins`")
         for origin in self.cors_origins:
-            if origin != "*" and not _ORIGIN.fullmatch(origin):
+            if origin != "*" and not _is_origin(origin):
                 raise ValueError(
                     f"{origin!r} is not an origin such as https://app.example.com (http or https, lower-case "
                     "host, optional port, nothing after it) - at `$.cors_origins`"

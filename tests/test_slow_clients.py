@@ -350,9 +350,27 @@ async def test_client_leaving_mid_body_is_not_a_server_error(server: BookstorePr
         assert asyncio.get_running_loop().time() < deadline, server.output()[log_before:]
         await asyncio.sleep(0.05)  # polling the server's log, bounded by the deadline
     log = server.output()[log_before:]
-    assert f"POST {LOGIN}" in log
+    assert f"POST '{LOGIN}'" in log
     assert "Traceback" not in log
     assert "ERROR" not in log
+
+
+async def test_a_path_cannot_write_lines_of_its_own_into_the_log(server: BookstoreProcess) -> None:
+    # An unrouted path whose percent-decoded form holds a line break, a forged log line and a
+    # terminal escape, with a body that never arrives: the timeout's log line names the path.
+    forged = "2026-01-01 00:00:00 [CRITICAL] FORGED"
+    path = f"/no/such/route%0a{forged.replace(' ', '%20')}%1b[2J"
+    log_before = len(server.output())
+    async with connection(server.port) as (reader, writer):
+        writer.write(request_head("PATCH", path, {"Content-Length": "100"}) + b"{}")
+        async with asyncio.timeout(BODY_TIMEOUT_SECONDS + MARGIN_SECONDS):
+            answer = await read_response(reader)
+    assert answer.status == 404
+    log = server.output()[log_before:]
+    [line] = [line for line in log.splitlines() if "unread request body not received" in line]
+    assert "PATCH '/no/such/route\\n2026-01-01 00:00:00 [CRITICAL] FORGED\\x1b[2J'" in line
+    assert not any(line.startswith(forged) for line in log.splitlines())
+    assert "\x1b" not in log
 
 
 # --- the `bookstore serve` options ----------------------------------------------------------------

@@ -30,6 +30,7 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from bookstore.core.errors import DomainError
+from bookstore.core.http import method_label
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
@@ -38,6 +39,8 @@ __all__ = ["ClientDisconnectedError", "RequestBodyGuard", "RequestBodyTimeoutErr
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 _CONNECTION_CLOSE = (b"connection", b"close")
+# Characters of a request path a log line shows.
+_LOGGED_PATH_LENGTH = 200
 _logger = logging.getLogger("bookstore.connections")
 
 
@@ -157,7 +160,11 @@ class _GuardedRequest:
         return self.complete
 
     def _target(self) -> str:
-        return f"{self.scope['method']} {self.scope['path']}"
+        """The request as a log line may show it: method and path come from the client, so the
+        method is labelled and the path (the route's template once routed) quoted with its control
+        characters escaped and cut short; no line break or terminal escape can reach the log."""
+        path = self.scope.get("path_template") or self.scope["path"]
+        return f"{method_label(self.scope['method'])} {path[:_LOGGED_PATH_LENGTH]!r}"
 
 
 class RequestBodyGuard:

@@ -26,6 +26,7 @@ __all__ = [
     "if_match_versions",
     "is_json_media_type",
     "matches_if_none_match",
+    "method_label",
     "require_canonical_ints",
     "require_json_body",
     "require_single_values",
@@ -33,8 +34,17 @@ __all__ = [
 ]
 
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_OTHER_METHOD = "OTHER"
 # The version column is a PostgreSQL integer.
 _MAX_VERSION = 2**31 - 1
+
+
+def method_label(method: str) -> str:
+    """The request method as logs and metrics show it: any method the service does not know is
+    ``OTHER``, so a client cannot grow a label set or write an arbitrarily long line (Granian
+    passes any token, hundreds of KB long, as the method)."""
+    return method if method in _KNOWN_METHODS else _OTHER_METHOD
 
 
 def etag_for_version(version: int) -> str:

@@ -38,6 +38,7 @@ from litestar.types import Guard
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics, multiprocess
 
 from bookstore.core.database import pool_usage
+from bookstore.core.http import method_label
 
 __all__ = [
     "DB_POOL_IN_USE",
@@ -83,8 +84,6 @@ _REQUEST_DURATION = Histogram(
     ["method", "path"],
     buckets=_DURATION_BUCKETS,
 )
-_KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_OTHER_METHOD: Final = "OTHER"
 # Scrapes are not counted: reading the counter must not change it.
 _NOT_COUNTED_PATHS: Final = frozenset({METRICS_PATH})
 
@@ -159,8 +158,7 @@ def observe_request(method: str, path_template: str, status: int, seconds: float
     ``path_template`` is the route's template (``/api/v1/books/{book_id}``), never the raw path, or
     ``UNMATCHED_PATH``. Per request: a dict lookup, a bisection and three additions.
     """
-    # A client chooses the method: any it makes up is one series, so it cannot grow the label set.
-    key = (method if method in _KNOWN_METHODS else _OTHER_METHOD, path_template, status)
+    key = (method_label(method), path_template, status)
     try:
         tally = _request_tallies[key]
     except KeyError:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from litestar.enums import ScopeType
 
+from bookstore.core.http import method_label
 from bookstore.core.logging import request_id_context
 from bookstore.core.metrics import UNMATCHED_PATH, observe_request
 
@@ -101,6 +102,11 @@ class SecurityHeaders(dict[str | None, tuple[list[_Header], bool]]):
         self[path_template] = entry
         return entry
 
+    def is_private(self, path: str) -> bool:
+        """Whether a request for ``path`` that routing did not match is due ``no-store``: an
+        error about a private path may still say something about it."""
+        return path.startswith(self._private_paths)
+
 
 class RequestObserver:
     """ASGI wrapper of the whole app (outside every other wrapper), per HTTP request:
@@ -156,7 +162,10 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                added, no_store = self._security_headers[scope.get("path_template")]
+                template = scope.get("path_template")
+                added, no_store = self._security_headers[template]
+                if template is None:
+                    no_store = self._security_headers.is_private(scope["path"])
                 headers = [*message.get("headers", ()), *added, request_id_header]
                 if no_store and not any(name.lower() == b"cache-control" for name, _ in headers):
                     headers.append((b"cache-control", b"no-store"))
@@ -170,5 +179,5 @@ class RequestObserver:
             path = scope.get("path_template") or UNMATCHED_PATH
             observe_request(method, path, status, seconds)
             if self._access_log is not None:
-                self._access_log(request_id, method, path, status, seconds)
+                self._access_log(request_id, method_label(method), path, status, seconds)
             request_id_context.reset(context_token)

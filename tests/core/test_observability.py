@@ -219,6 +219,21 @@ async def test_token_and_account_responses_are_never_stored(observed: Litestar) 
     assert "cache-control" not in book.headers
 
 
+async def test_errors_routing_gives_under_private_paths_are_never_stored(observed: Litestar) -> None:
+    async with client_of(observed) as http:
+        responses = [
+            await http.get("/api/v1/auth/login"),  # 405: a method the route has not
+            await http.head("/api/v1/auth/login"),
+            await http.get("/api/v1/auth/nothere"),  # 404: no route at all
+            await http.get("/api/v1/users/nothere"),
+            await http.get("/api/v1/nothere"),
+        ]
+    assert [response.status_code for response in responses] == [405, 405, 404, 404, 404]
+    for response in responses[:-1]:
+        assert response.headers.get_list("cache-control") == ["no-store"], response.request.url
+    assert "cache-control" not in responses[-1].headers
+
+
 # --- metrics labels -------------------------------------------------------------------------------
 
 

@@ -395,6 +395,11 @@ def test_cors_origins_are_off_by_default_and_read_as_a_comma_separated_list(tmp_
         "https://user@app.example.com",
         "https://*.example.com",
         "null",
+        "https://app.example.com:0",
+        "https://app.example.com:99999",
+        "https://app.example.com:080",
+        "https://app.example.com:443",
+        "http://app.example.com:80",
     ],
 )
 def test_cors_origins_must_be_exact_origins_or_a_lone_star(tmp_path: Path, value: str) -> None:
