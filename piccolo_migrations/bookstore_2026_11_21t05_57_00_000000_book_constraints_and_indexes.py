@@ -4,8 +4,7 @@ Every filter and sort of ``GET /api/v1/books`` has an index here. Sort indexes e
 because pages are ordered by (column, id), which keeps offset pagination stable.
 """
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
+from bookstore.core.migrations import raw_sql_migration
 
 ID = "2026-11-21T05:57:00:000000"
 VERSION = "1.38.0"
@@ -41,22 +40,4 @@ BACKWARDS_SQL = (
     "ALTER TABLE book DROP CONSTRAINT book_price_non_negative",
 )
 
-
-class RawTable(Table):
-    """A handle to run raw SQL through the migration's engine."""
-
-
-async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="bookstore", description=DESCRIPTION)
-
-    async def run_forwards() -> None:
-        for statement in FORWARDS_SQL:
-            await RawTable.raw(statement)
-
-    async def run_backwards() -> None:
-        for statement in BACKWARDS_SQL:
-            await RawTable.raw(statement)
-
-    manager.add_raw(run_forwards)
-    manager.add_raw_backwards(run_backwards)
-    return manager
+forwards = raw_sql_migration(ID, DESCRIPTION, FORWARDS_SQL, BACKWARDS_SQL)
