@@ -1,0 +1,1 @@
+"""Book covers: upload, validation, storage and serving of a book's cover image."""
