@@ -33,6 +33,7 @@ __all__ = [
     "DomainError",
     "FieldError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "PermissionDeniedError",
     "PreconditionFailedError",
     "ProblemDetails",
@@ -84,6 +85,10 @@ class ConflictError(DomainError):
 
 class PreconditionFailedError(DomainError):
     status_code = HTTPStatus.PRECONDITION_FAILED
+
+
+class PayloadTooLargeError(DomainError):
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
 class UnsupportedMediaTypeError(DomainError):
