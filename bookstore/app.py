@@ -32,7 +32,9 @@ from bookstore.core.observability import RequestObserver, SecurityHeaders, docs_
 from bookstore.core.openapi import ClosedStructSchemaPlugin
 from bookstore.core.passwords import configure_password_hasher
 from bookstore.core.ratelimit import RateLimiter, RateLimitPlugin, TrustedProxies
+from bookstore.core.storage import FileStorage, LocalFileStorage
 from bookstore.core.tokens import TokenCodec
+from bookstore.covers.controller import CoverLimits, CoversController
 from bookstore.orders.controller import OrdersController
 from bookstore.settings import Settings, load_settings
 
@@ -107,14 +109,32 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def provide_page_cursors() -> CursorSigner:
         return page_cursors
 
+    cover_storage = LocalFileStorage(settings.covers_path)
+    cover_limits = CoverLimits(max_bytes=settings.cover_max_bytes, max_pixels=settings.cover_max_pixels)
+
+    def provide_cover_storage() -> FileStorage:
+        return cover_storage
+
+    def provide_cover_limits() -> CoverLimits:
+        return cover_limits
+
     app = Litestar(
-        route_handlers=[AuthController, UsersController, BooksController, OrdersController, HealthController],
+        route_handlers=[
+            AuthController,
+            UsersController,
+            BooksController,
+            CoversController,
+            OrdersController,
+            HealthController,
+        ],
         on_app_init=[jwt_auth.on_app_init],
         on_startup=[partial(open_pool, settings), _tune_garbage_collector],
         on_shutdown=[close_pool],
         dependencies={
             "codec": Provide(provide_codec, sync_to_thread=False, use_cache=True),
             "page_cursors": Provide(provide_page_cursors, sync_to_thread=False, use_cache=True),
+            "cover_storage": Provide(provide_cover_storage, sync_to_thread=False, use_cache=True),
+            "cover_limits": Provide(provide_cover_limits, sync_to_thread=False, use_cache=True),
         },
         plugins=[
             create_logging_plugin(settings),

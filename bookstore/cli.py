@@ -246,6 +246,36 @@ def createsuperuser(email: str, password: str) -> None:
     click.echo(f"Created administrator {user.email} (id {user.id}).")
 
 
+@main.command("sweep-covers")
+@click.option(
+    "--older-than",
+    "older_than_minutes",
+    default=60,
+    show_default=True,
+    type=click.IntRange(0, 365 * 24 * 60),
+    help="Minutes since a file was stored: younger ones may belong to an upload still in progress.",
+)
+def sweep_covers(older_than_minutes: int) -> None:
+    """Delete stored cover files no book names (left behind by uploads that failed midway)."""
+    from bookstore.core.database import close_pool, open_pool
+    from bookstore.core.storage import LocalFileStorage
+    from bookstore.covers.queries import sweep_files
+
+    settings = _settings()
+
+    async def sweep() -> int:
+        await open_pool(settings)
+        try:
+            return await sweep_files(LocalFileStorage(settings.covers_path), older_than_minutes * 60)
+        finally:
+            await close_pool()
+
+    with _database(settings):
+        _migrate()
+        deleted = asyncio.run(sweep())
+    click.echo(f"Deleted {deleted} unreferenced cover files.")
+
+
 @main.command()
 @click.option("--books", "count", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--seed", "random_seed", default=None, type=int, help="Random seed for a reproducible catalogue.")

@@ -74,6 +74,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     argon2_memory_cost_kib: Annotated[int, Meta(ge=8 * 1024, le=1024 * 1024)] = 19 * 1024
     argon2_parallelism: Annotated[int, Meta(ge=1, le=16)] = 1
     max_request_body_bytes: Annotated[int, Meta(ge=1024, le=10 * 1024 * 1024)] = 64 * 1024
+    # Cover images: where they are stored (default: <data_dir>/covers), the largest upload, and the
+    # most pixels an image may have (decoding holds ~4 bytes a pixel: 25 million is ~100 MB).
+    covers_dir: Path | None = None
+    cover_max_bytes: Annotated[int, Meta(ge=1024, le=50 * 1024 * 1024)] = 5 * 1024 * 1024
+    cover_max_pixels: Annotated[int, Meta(ge=10_000, le=100_000_000)] = 25_000_000
     # The whole body must arrive within this long once the app starts reading it (else 408).
     body_read_timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 10.0
     # Passed to Granian by `bookstore serve`: the time allowed for a request head (hyper also
@@ -136,6 +141,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 )
 
     @property
+    def covers_path(self) -> Path:
+        return self.covers_dir if self.covers_dir is not None else self.data_dir / "covers"
+
+    @property
     def is_production(self) -> bool:
         return self.env == "production"
 
@@ -166,6 +175,9 @@ _ENV_FIELDS = {
     "BOOKSTORE_ARGON2_MEMORY_COST_KIB": "argon2_memory_cost_kib",
     "BOOKSTORE_ARGON2_PARALLELISM": "argon2_parallelism",
     "BOOKSTORE_MAX_REQUEST_BODY_BYTES": "max_request_body_bytes",
+    "BOOKSTORE_COVERS_DIR": "covers_dir",
+    "BOOKSTORE_COVER_MAX_BYTES": "cover_max_bytes",
+    "BOOKSTORE_COVER_MAX_PIXELS": "cover_max_pixels",
     "BOOKSTORE_BODY_READ_TIMEOUT_SECONDS": "body_read_timeout_seconds",
     "BOOKSTORE_HEADER_READ_TIMEOUT_SECONDS": "header_read_timeout_seconds",
     "BOOKSTORE_MAX_CONNECTIONS_PER_WORKER": "max_connections_per_worker",

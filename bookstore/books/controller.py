@@ -27,8 +27,10 @@ from bookstore.core.http import (
     require_json_body,
 )
 from bookstore.core.openapi import PUBLIC
+from bookstore.core.storage import FileStorage
+from bookstore.covers.queries import release_files
 
-__all__ = ["BooksController"]
+__all__ = ["BOOKS_PATH", "BookId", "BooksController", "actor_of"]
 
 BOOKS_PATH = "/api/v1/books"
 
@@ -58,7 +60,8 @@ def _given_fields(data: BookCreate | BookUpdate) -> dict[str, Any]:
     return {name: value for name, value in msgspec.structs.asdict(data).items() if value is not msgspec.UNSET}
 
 
-def _actor(request: Request[CurrentUser, Any, Any]) -> Actor:
+def actor_of(request: Request[CurrentUser, Any, Any]) -> Actor:
+    """Who is writing, as the books' (and covers') write rules see them."""
     return Actor(user_id=request.user.id, is_admin=request.user.is_admin)
 
 
@@ -165,7 +168,7 @@ class BooksController(Controller):
     ) -> Response[Book]:
         # A PUT without `stock` leaves it alone: clients written before stock existed must not zero it.
         book, version = await queries.update_book(
-            book_id, _given_fields(data), _actor(request), if_match_versions(if_match)
+            book_id, _given_fields(data), actor_of(request), if_match_versions(if_match)
         )
         return _with_etag(book, version)
 
@@ -188,7 +191,7 @@ class BooksController(Controller):
         changes = _given_fields(data)
         if not changes:
             raise invalid_input("name at least one field to change", key=None, source="body")
-        book, version = await queries.update_book(book_id, changes, _actor(request), if_match_versions(if_match))
+        book, version = await queries.update_book(book_id, changes, actor_of(request), if_match_versions(if_match))
         return _with_etag(book, version)
 
     @delete(
@@ -200,6 +203,11 @@ class BooksController(Controller):
         responses=problem_responses(400, 401, 403, 404, 412),
     )
     async def delete_book(
-        self, request: Request[CurrentUser, Any, Any], book_id: BookId, if_match: IfMatch = None
+        self,
+        request: Request[CurrentUser, Any, Any],
+        book_id: BookId,
+        cover_storage: NamedDependency[FileStorage],
+        if_match: IfMatch = None,
     ) -> None:
-        await queries.delete_book(book_id, _actor(request), if_match_versions(if_match))
+        cover_keys = await queries.delete_book(book_id, actor_of(request), if_match_versions(if_match))
+        await release_files(cover_storage, cover_keys)

@@ -33,6 +33,7 @@ from bookstore.core.errors import (
     PermissionDeniedError,
     PreconditionFailedError,
 )
+from bookstore.covers.schemas import cover_url
 
 __all__ = [
     "MAX_SEARCH_WORDS",
@@ -43,10 +44,12 @@ __all__ = [
     "PagePosition",
     "book_count_query",
     "book_page_query",
+    "check_may_change",
     "create_book",
     "delete_book",
     "get_book",
     "list_books",
+    "require_changeable",
     "search_query",
     "search_words",
     "sort_key_column",
@@ -55,9 +58,10 @@ __all__ = [
 ]
 
 # The table is the one source of the column list; the Book struct shows all but `version`
-# (which travels as the ETag), and must not name a column the table lacks.
+# (which travels as the ETag) and the cover's columns (shown as `cover_url`), and must not name
+# another column the table lacks.
 _TABLE_COLUMNS = tuple(column._meta.db_column_name for column in BookTable._meta.columns)
-_BOOK_FIELDS = Book.__struct_fields__
+_BOOK_FIELDS = tuple(field for field in Book.__struct_fields__ if field != "cover_url")
 if missing := set(_BOOK_FIELDS) - set(_TABLE_COLUMNS):
     raise RuntimeError(f"Book names columns the book table lacks: {sorted(missing)}")
 _COLUMNS = ", ".join(_TABLE_COLUMNS)
@@ -160,7 +164,9 @@ def search_query(text: str) -> str | None:
 
 def to_book(row: Mapping[str, Any]) -> Book:
     """The ``Book`` of a row selected with the table's columns."""
-    return Book(*_book_values(row))
+    cover_key = row["cover_key"]
+    # mypy cannot tell that the values are all the fields before `cover_url`, the last.
+    return Book(*_book_values(row), None if cover_key is None else cover_url(row["id"], cover_key))  # type: ignore[call-arg]
 
 
 class _Statement:
@@ -389,13 +395,23 @@ def _guard(statement: _Statement, book_id: int, actor: Actor, expected_versions:
         statement.conditions.append(f"version = ANY({statement.param(expected_versions)})")
 
 
-async def _explain_refusal(book_id: int, actor: Actor) -> Exception:
-    """Why a guarded write touched no row: missing book, not the actor's, or a stale version."""
+def check_may_change(created_by: int | None, actor: Actor) -> None:
+    """PermissionDeniedError unless ``actor`` may change a book ``created_by`` added."""
+    if not actor.is_admin and created_by != actor.user_id:
+        raise PermissionDeniedError("Only the user who added this book or an admin may change it.")
+
+
+async def require_changeable(book_id: int, actor: Actor) -> None:
+    """NotFoundError or PermissionDeniedError unless the book exists and ``actor`` may change it."""
     row = await fetch_one(_OWNER_OF_BOOK, book_id)
     if row is None:
-        return NotFoundError(f"Book {book_id} does not exist.")
-    if not actor.is_admin and row["created_by"] != actor.user_id:
-        return PermissionDeniedError("Only the user who added this book or an admin may change it.")
+        raise NotFoundError(f"Book {book_id} does not exist.")
+    check_may_change(row["created_by"], actor)
+
+
+async def _explain_refusal(book_id: int, actor: Actor) -> Exception:
+    """Why a guarded write touched no row: missing book, not the actor's, or a stale version."""
+    await require_changeable(book_id, actor)
     return PreconditionFailedError("The book has changed since the If-Match version; fetch it again.")
 
 
@@ -417,8 +433,12 @@ async def update_book(
     return to_book(row), row["version"]
 
 
-async def delete_book(book_id: int, actor: Actor, expected_versions: list[int] | None) -> None:
+async def delete_book(book_id: int, actor: Actor, expected_versions: list[int] | None) -> list[str]:
+    """Delete the book if the guard holds; the storage keys of its cover files, now unreferenced here."""
     statement = _Statement()
     _guard(statement, book_id, actor, expected_versions)
-    if await fetch_one(f"DELETE FROM book{statement.where()} RETURNING id", *statement.args) is None:
+    sql = f"DELETE FROM book{statement.where()} RETURNING cover_key, cover_thumbnail_key"
+    row = await fetch_one(sql, *statement.args)
+    if row is None:
         raise await _explain_refusal(book_id, actor)
+    return [key for key in row.values() if key is not None]

@@ -221,6 +221,10 @@ class Book(Struct):
     created_at: datetime
     updated_at: datetime
     created_by: Annotated[int | None, Meta(description="Id of the user who added the book.")]
+    cover_url: Annotated[
+        str | None,
+        Meta(description="Where the book's cover image is served (it changes with the cover); null without one."),
+    ]
 
 
 class BookPage(Struct):

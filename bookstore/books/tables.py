@@ -28,6 +28,8 @@ TITLE_MAX_LENGTH = 300
 AUTHOR_MAX_LENGTH = 200
 # numeric(12, 2): up to 9,999,999,999.99
 PRICE_DIGITS = (12, 2)
+# A storage key: 64 hex digits of SHA-256, a dot and an extension.
+COVER_KEY_MAX_LENGTH = 80
 
 
 class BookTable(Table, tablename="book"):
@@ -47,3 +49,12 @@ class BookTable(Table, tablename="book"):
     book_stock_non_negative = Check(stock >= 0)
     # Optimistic concurrency: bumped by every write, exposed as the ETag.
     version = Integer(default=1)
+    # The cover image, all null without one: storage keys (content hashes) of the stored image and
+    # its thumbnail, and what GET /cover answers with, so serving it never opens the image.
+    cover_key = Varchar(length=COVER_KEY_MAX_LENGTH, null=True, default=None)
+    cover_content_type = Varchar(length=32, null=True, default=None)
+    cover_width = Integer(null=True, default=None)
+    cover_height = Integer(null=True, default=None)
+    cover_size = Integer(null=True, default=None)
+    cover_thumbnail_key = Varchar(length=COVER_KEY_MAX_LENGTH, null=True, default=None)
+    cover_thumbnail_size = Integer(null=True, default=None)

@@ -24,6 +24,7 @@ __all__ = [
     "cursor_links",
     "etag_for_version",
     "if_match_versions",
+    "if_none_match_names",
     "is_json_media_type",
     "matches_if_none_match",
     "method_label",
@@ -58,10 +59,14 @@ def _tags(header_value: str) -> list[str]:
 
 def matches_if_none_match(header_value: str | None, version: int) -> bool:
     """True when ``If-None-Match`` names the current version (weak comparison, RFC 9110 13.1.2)."""
+    return bool(header_value) and if_none_match_names(header_value, etag_for_version(version))
+
+
+def if_none_match_names(header_value: str | None, etag: str) -> bool:
+    """True when ``If-None-Match`` names ``etag`` (quoted) or is ``*`` (weak comparison, RFC 9110 13.1.2)."""
     if not header_value:
         return False
-    current = etag_for_version(version)
-    return any(tag == "*" or tag.removeprefix("W/") == current for tag in _tags(header_value))
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in _tags(header_value))
 
 
 def if_match_versions(header_value: str | None) -> list[int] | None:

@@ -28,6 +28,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from bookstore.core.errors import DomainError, UnsupportedMediaTypeError
 from bookstore.covers.metadata import strip_jpeg, strip_png, strip_webp
+from bookstore.covers.schemas import COVER_CONTENT_TYPES, THUMBNAIL_CONTENT_TYPE
 
 __all__ = [
     "COVER_CONTENT_TYPES",
@@ -41,7 +42,6 @@ __all__ = [
 
 # Thumbnails fit in this box (width, height), keep the aspect ratio and are never enlarged.
 THUMBNAIL_BOX: Final = (400, 600)
-THUMBNAIL_CONTENT_TYPE: Final = "image/webp"
 _THUMBNAIL_QUALITY = 80
 # Quality of a JPEG or WebP re-encoded after it was rotated upright: visually close to the upload.
 _REENCODE_QUALITY = 90
@@ -92,7 +92,8 @@ _FORMATS = {
 }
 # Pillow reaches MPO through the JPEG opener.
 _OPENED_FORMATS = ("JPEG", "PNG", "WEBP")
-COVER_CONTENT_TYPES: Final = tuple(dict.fromkeys(kind.content_type for kind in _FORMATS.values()))
+if set(COVER_CONTENT_TYPES) != {kind.content_type for kind in _FORMATS.values()}:
+    raise RuntimeError("covers.schemas.COVER_CONTENT_TYPES must list the content types of the formats read here")
 
 # Errors Pillow raises for truncated or corrupt data (and the strippers' ValueError).
 # UnidentifiedImageError, an OSError, is handled before them.

@@ -45,8 +45,10 @@ async def test_create_returns_the_book_with_location_and_etag(client: ApiClient)
         "created_at",
         "updated_at",
         "created_by",
+        "cover_url",
     }
     assert book["stock"] == 0
+    assert book["cover_url"] is None
 
 
 async def test_get_book_returns_it_with_an_etag(client: ApiClient) -> None:
