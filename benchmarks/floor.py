@@ -22,6 +22,12 @@ runner checks, in PostgreSQL's statement log, that both send the same statements
   the order, or 404/409 (rolled back) when a book is unknown or short of stock. No
   ``Idempotency-Key`` (the scenario sends none). The order's request and response bodies are the
   app's own structs (``bookstore/orders/schemas.py``), imported with the statements.
+- ``GET /api/v1/books/{id}/cover[?v=]``: the app's own SELECT of the cover's columns
+  (``bookstore/covers/queries.py``), then the stored file at the app's storage path, sent by
+  Granian (RSGI ``response_file``) with the row's ``Content-Type`` and ``Content-Length`` (without
+  it Granian answers chunked) and the app's ``ETag``, ``Cache-Control`` and ``nosniff``; 404 when
+  the book or its cover does not exist. Full size only, no ``If-None-Match`` (the scenario sends
+  neither a size nor a validator).
 
 No framework, no ORM, no authentication (so no session query on writes, and no rate limiter), no
 validation beyond what msgspec decoding gives, no ``Link``/``RateLimit-*`` headers. Like the app,
@@ -35,7 +41,9 @@ benchmarks.floor:app`` (from the repository root). Environment: ``DATABASE_URL``
 ``BOOKSTORE_DB_COMMAND_TIMEOUT_SECONDS`` (default 30), ``BOOKSTORE_SECRET_KEY`` and
 ``BOOKSTORE_PAGE_CURSOR_TTL_SECONDS`` (the cursors it issues; default a random key, one day),
 ``FLOOR_USER_ID`` (the user the floor acts for, having no authentication: ``created_by`` of the
-books it creates and owner of the orders it places; default none, which refuses orders).
+books it creates and owner of the orders it places; default none, which refuses orders), and
+the app's settings of where covers are stored (``BOOKSTORE_COVERS_DIR``, else
+``<BOOKSTORE_DATA_DIR>/covers``), read through bookstore's own settings.
 """
 
 from __future__ import annotations
@@ -55,8 +63,12 @@ import asyncpg
 import msgspec
 
 from bookstore.core.cursors import CursorSigner
+from bookstore.core.storage import LocalFileStorage
+from bookstore.covers.queries import GET_COVER
+from bookstore.covers.schemas import cover_url, cover_version
 from bookstore.orders.queries import LOCK_BOOKS, PLACE_ORDER
 from bookstore.orders.schemas import ORDERS_PATH, Order, OrderCreate, OrderItem
+from bookstore.settings import load_settings
 
 if TYPE_CHECKING:
     from granian._granian import RSGIHTTPProtocol as HTTPProtocol  # what granian.rsgi.HTTPProtocol is
@@ -66,63 +78,83 @@ __all__ = ["app"]
 
 BOOKS = "/api/v1/books"
 _BOOK_PREFIX = BOOKS + "/"
+_COVER_SUFFIX = "/cover"
+# The cover response's headers, as bookstore/covers/controller.py sends them.
+_CACHE_FOREVER = "public, max-age=31536000, immutable"
+_REVALIDATE = "public, no-cache"
+_NOSNIFF = ("x-content-type-options", "nosniff")
 
-# The statements of bookstore/books/queries.py for these requests, verbatim: counts capped at
+# The statements of bookstore/books/queries.py for these requests, verbatim: every column of the
+# book table (in its order: the row positions below depend on it), counts capped at
 # TOTAL_COUNT_LIMIT + 1, pages of limit + 1 rows, a search window of SEARCH_WINDOW (2,000) rows.
 _TOTAL_COUNT_LIMIT = 1000  # bookstore.books.schemas.TOTAL_COUNT_LIMIT
 SQL_GET = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size "
     "FROM book WHERE id = $1"
 )
 SQL_COUNT_ALL = "SELECT count(*) FROM (SELECT 1 FROM book LIMIT 1001) AS capped"
 SQL_PAGE_NEWEST = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size "
     "FROM book ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
 )
 SQL_PAGE_NEWEST_AFTER = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size "
     "FROM book WHERE (created_at, id) < ($1, $2) ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
 )
 SQL_SEARCH_WINDOW = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size "
     "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size, "
     "search_vector FROM book ORDER BY created_at DESC, id DESC LIMIT 2000) AS head "
     "WHERE search_vector @@ to_tsquery('simple', $1) ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
 )
 SQL_SEARCH_ALL = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
-    "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size "
+    "FROM (SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size "
     "FROM book WHERE search_vector @@ to_tsquery('simple', $1) OFFSET 0) AS matches "
     "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
 )
 SQL_COUNT_PRICE = "SELECT count(*) FROM (SELECT 1 FROM book WHERE price >= $1 AND price <= $2 LIMIT 1001) AS capped"
 SQL_PAGE_PRICE = (
-    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version "
+    "SELECT id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size "
     "FROM book WHERE price >= $1 AND price <= $2 ORDER BY price DESC, id DESC LIMIT $3 OFFSET $4"
 )
 SQL_INSERT = (
     "INSERT INTO book (title, author, publish_date, isbn, price, stock, created_by) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7) "
-    "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version"
+    "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size"
 )
 SQL_UPDATE_PRICE = (
     "UPDATE book SET price = $1, version = version + 1, updated_at = now() WHERE id = $2 "
-    "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version"
+    "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
+    "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size"
 )
 _PRICE, _CREATED_AT = 5, 6  # positions of the sort keys in a row
+_VERSION, _COVER_KEY = 10, 11  # positions of the ETag's version and the cover's storage key
 
 
 class Book(msgspec.Struct):
+    """bookstore.books.schemas.Book: the same fields in the same order, so the same JSON."""
+
     id: int
     title: str
     author: str
     publish_date: date
     isbn: str
     price: Decimal
+    stock: int
     created_at: datetime
     updated_at: datetime
     created_by: int | None
-    stock: int
+    cover_url: str | None
 
 
 class BookPage(msgspec.Struct):
@@ -162,7 +194,9 @@ _TEXT = [("content-type", "text/plain; charset=utf-8")]
 
 
 def _book(row: asyncpg.Record) -> Book:
-    return Book(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9])
+    cover_key = row[_COVER_KEY]
+    cover = None if cover_key is None else cover_url(row[0], cover_key)
+    return Book(row[0], row[1], row[2], row[3], row[4], row[5], row[9], row[6], row[7], row[8], cover)
 
 
 def _json(proto: HTTPProtocol, status: int, body: Any, version: int | None = None, location: str | None = None) -> None:
@@ -215,6 +249,7 @@ class Floor:
     def __init__(self) -> None:
         self.pool: asyncpg.Pool | None = None
         self.user_id = int(os.environ["FLOOR_USER_ID"]) if os.environ.get("FLOOR_USER_ID") else None
+        self.covers = LocalFileStorage(load_settings().covers_path)
         self.cursors = CursorSigner(
             os.environ.get("BOOKSTORE_SECRET_KEY") or secrets.token_hex(32),
             int(os.environ.get("BOOKSTORE_PAGE_CURSOR_TTL_SECONDS") or 24 * 3600),
@@ -245,6 +280,8 @@ class Floor:
                     return await self.list_books(scope, proto, self.pool)
                 if method == "POST":
                     return await self.create_book(proto, self.pool)
+            elif path.startswith(_BOOK_PREFIX) and path.endswith(_COVER_SUFFIX) and method == "GET":
+                return await self.get_cover(scope, proto, self.pool, int(path[len(_BOOK_PREFIX) : -len(_COVER_SUFFIX)]))
             elif path.startswith(_BOOK_PREFIX):
                 book_id = int(path[len(_BOOK_PREFIX) :])
                 if method == "GET":
@@ -267,7 +304,24 @@ class Floor:
         row = await pool.fetchrow(SQL_GET, book_id)
         if row is None:
             return _text(proto, 404, "not found")
-        _json(proto, 200, _book(row), row[10])
+        _json(proto, 200, _book(row), row[_VERSION])
+
+    async def get_cover(self, scope: Scope, proto: HTTPProtocol, pool: asyncpg.Pool, book_id: int) -> None:
+        query = dict(parse_qsl(scope.query_string))
+        if query.keys() - {"v"}:
+            raise ValueError("the floor serves only full-size covers, with or without v")
+        row = await pool.fetchrow(GET_COVER, book_id)
+        if row is None or row["cover_key"] is None:
+            return _text(proto, 404, "not found")
+        key = row["cover_key"]
+        headers = [
+            ("content-type", row["cover_content_type"]),
+            ("content-length", str(row["cover_size"])),
+            ("etag", f'"{key.partition(".")[0]}"'),
+            ("cache-control", _CACHE_FOREVER if query.get("v") == cover_version(key) else _REVALIDATE),
+            _NOSNIFF,
+        ]
+        proto.response_file(200, headers, str(self.covers.path(key)))
 
     async def list_books(self, scope: Scope, proto: HTTPProtocol, pool: asyncpg.Pool) -> None:
         query = dict(parse_qsl(scope.query_string))
@@ -328,14 +382,14 @@ class Floor:
         row = await pool.fetchrow(
             SQL_INSERT, data.title, data.author, data.publish_date, data.isbn, data.price, data.stock, self.user_id
         )
-        _json(proto, 201, _book(row), row[10], f"{BOOKS}/{row[0]}")
+        _json(proto, 201, _book(row), row[_VERSION], f"{BOOKS}/{row[0]}")
 
     async def update_price(self, proto: HTTPProtocol, pool: asyncpg.Pool, book_id: int) -> None:
         change = _decode_price(await proto())
         row = await pool.fetchrow(SQL_UPDATE_PRICE, change.price, book_id)
         if row is None:
             return _text(proto, 404, "not found")
-        _json(proto, 200, _book(row), row[10])
+        _json(proto, 200, _book(row), row[_VERSION])
 
     async def create_order(self, proto: HTTPProtocol, pool: asyncpg.Pool) -> None:
         """bookstore.orders.queries.place_order without an Idempotency-Key."""

@@ -3,7 +3,8 @@
 Starts everything it measures on loopback (an embedded PostgreSQL unless ``DATABASE_URL`` is set,
 a private redis-server, ``bookstore serve`` in production mode and the RSGI floor of
 ``benchmarks/floor.py``), seeds ``--books`` books (10,000 by default) and an admin, prepares the
-search words and deep page cursors, then for each scenario runs wrk against the app and against
+search words and deep page cursors, uploads covers to some books, then for each scenario runs wrk
+against the app and against
 the floor: a warm-up, then a measured run with the servers' CPU time and the workers' peak memory
 read from /proc. Prints a Markdown table, writes JSON, and finally checks that the app sustains
 1,000 reads/s and 1,000 writes/s at once. Exit code 1 when any response was not 2xx (app or
@@ -31,8 +32,9 @@ import httpx
 
 from benchmarks import REPO, RunError
 from benchmarks.catalogue import ScenarioData, prepare_scenario_data
+from benchmarks.covers import CoverSet, upload_covers
 from benchmarks.measure import SUSTAINED_RATE, measure, sustained_check
-from benchmarks.processes import cpu_busy_fraction, granian_master, granian_workers
+from benchmarks.processes import cpu_busy_fraction, granian_master, granian_workers, workers_memory_mib
 from benchmarks.report import (
     TABLE_NOTE,
     Measurement,
@@ -137,7 +139,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
 @dataclass
 class Setup:
     """What the setup started and made: servers, seeded ids, the admin's token, existing ISBNs,
-    the scenarios' search words and deep cursors."""
+    the scenarios' search words and deep cursors, and the uploaded covers."""
 
     database_url: str
     postgres: PostgresServer | None  # None with DATABASE_URL
@@ -150,6 +152,7 @@ class Setup:
     existing_isbns: set[str]
     skip_file: Path
     data: ScenarioData
+    covers: CoverSet
 
 
 def start_database(stack: contextlib.ExitStack, data_dir: Path) -> tuple[str, PostgresServer | None]:
@@ -194,7 +197,18 @@ def set_up(options: Options, stack: contextlib.ExitStack, temp: Path, logs: Path
         raise RunError(f"expected {options.workers} Granian workers of the floor, found {granian_workers(floor.pid)}")
     print(f"App:      {app.base_url} ({len(granian_workers(app.pid))} Granian workers)")
     print(f"Floor:    {floor.base_url} ({len(granian_workers(floor.pid))} Granian workers)")
-    return Setup(database_url, postgres, redis_server, app, floor, token, min_id, max_id, existing, skip_file, data)
+    step, peak_before = time.monotonic(), workers_memory_mib(app.pid, "VmHWM")
+    # Through the API, so the files and rows are the app's own; always, as the SQL check reads one.
+    covers = upload_covers(app, token, min_id, max_id, temp)
+    # Decoding the uploads raises the app's peak RSS, which the table reports for every scenario.
+    peaks = [" / ".join(f"{mib:.0f}" for mib in peak) for peak in (peak_before, workers_memory_mib(app.pid))]
+    print(
+        f"Covers:   {len(covers.urls)} JPEGs of {min(covers.sizes):,}-{max(covers.sizes):,} bytes uploaded "
+        f"({time.monotonic() - step:.1f} s; app workers' peak RSS {peaks[0]} -> {peaks[1]} MiB)"
+    )
+    return Setup(
+        database_url, postgres, redis_server, app, floor, token, min_id, max_id, existing, skip_file, data, covers
+    )
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -206,9 +220,11 @@ def sql_check(setup: Setup, failures: list[str]) -> dict[str, Any] | None:
         print("\nSQL check skipped: only with the embedded PostgreSQL (it reads the server's log).")
         return None
     servers = {"app": setup.app, "floor": setup.floor}
-    parity = check_sql_parity(setup.database_url, servers, setup.token, setup.existing_isbns, setup.data)
+    parity = check_sql_parity(
+        setup.database_url, servers, setup.token, setup.existing_isbns, setup.data, setup.covers.urls[0]
+    )
     for scenario in print_parity(parity):
-        print(f"warning: the floor's SQL or rows for {scenario} differ from the app's; update benchmarks/floor.py")
+        print(f"warning: the floor's SQL, rows or response for {scenario} differ from the app's; update floor.py")
     for scenario, entry in parity.items():
         for target in ("app", "floor"):
             if not 200 <= entry[target]["status"] < 300:
@@ -326,7 +342,15 @@ def run(options: Options, stack: contextlib.ExitStack) -> int:
 
     data = setup.data
     wrk = Wrk(
-        wrk_binary, setup.token, setup.min_id, setup.max_id, setup.skip_file, data.words_file, data.cursors_file, logs
+        wrk_binary,
+        setup.token,
+        setup.min_id,
+        setup.max_id,
+        setup.skip_file,
+        data.words_file,
+        data.cursors_file,
+        setup.covers.urls_file,
+        logs,
     )
     meter_roots = {"postgres": setup.postgres.pid if setup.postgres else None, "redis": setup.redis.pid}
     measurements = measure_scenarios(options, setup, wrk, meter_roots, document)

@@ -33,6 +33,7 @@ SCENARIOS = (
     "filter_books",
     "search_books",
     "deep_cursor",
+    "get_cover",
     "create_book",
     "update_book",
     "create_order",
@@ -60,7 +61,8 @@ def socket_errors(result: Mapping[str, Any]) -> int:
 @dataclass
 class Wrk:
     """Runs the scenarios as the admin (``token``) on books ``min_id..max_id``, searching for the
-    words of ``words_file`` and opening the pages of ``cursors_file``; outputs go to ``logs``."""
+    words of ``words_file``, opening the pages of ``cursors_file`` and reading the covers of
+    ``covers_file``; outputs go to ``logs``."""
 
     binary: str
     token: str
@@ -69,6 +71,7 @@ class Wrk:
     skip_file: Path
     words_file: Path
     cursors_file: Path
+    covers_file: Path
     logs: Path
     next_slot: int = 0
 
@@ -100,6 +103,7 @@ class Wrk:
             ISBN_SLOT=str(self.next_slot),
             SEARCH_WORDS_FILE=str(self.words_file),
             CURSOR_FILE=str(self.cursors_file),
+            COVER_URLS_FILE=str(self.covers_file),
         )
         env.pop("ISBN_SKIP_FILE", None)
         if scenario in WRITE_SCENARIOS:

@@ -20,6 +20,7 @@
 --   READ_PCT       share of reads in mixed.lua (default 90)
 --   SEARCH_WORDS_FILE  search words, URL-encoded, one a line (search_books.lua)
 --   CURSOR_FILE    page cursors of the default listing, one a line (deep_cursor.lua)
+--   COVER_URLS_FILE  cover URLs as the app gave them (with v), one a line (get_cover.lua)
 --
 -- done() prints ONE line:
 --   RESULT {"scenario":..., "rps":..., "p50_ms":..., "p99_ms":..., "p999_ms":..., "non2xx":..., "requests":..., ...}
@@ -232,6 +233,12 @@ end
 function lib.deep_cursor()
   -- A page deep in the default listing, through a cursor the app issued (CURSOR_FILE: base64url, URL-safe).
   return wrk.format("GET", "/api/v1/books?limit=20&cursor=" .. pick("CURSOR_FILE"))
+end
+
+function lib.get_cover()
+  -- A cover the runner uploaded, by the URL the app gave for it (with v: the cacheable form); no
+  -- If-None-Match, so every response carries the image.
+  return wrk.format("GET", pick("COVER_URLS_FILE"))
 end
 
 function lib.create_book()
