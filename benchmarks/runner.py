@@ -152,7 +152,7 @@ class Setup:
     existing_isbns: set[str]
     skip_file: Path
     data: ScenarioData
-    covers: CoverSet
+    covers: CoverSet | None  # None when get_cover is not run
 
 
 def start_database(stack: contextlib.ExitStack, data_dir: Path) -> tuple[str, PostgresServer | None]:
@@ -197,15 +197,18 @@ def set_up(options: Options, stack: contextlib.ExitStack, temp: Path, logs: Path
         raise RunError(f"expected {options.workers} Granian workers of the floor, found {granian_workers(floor.pid)}")
     print(f"App:      {app.base_url} ({len(granian_workers(app.pid))} Granian workers)")
     print(f"Floor:    {floor.base_url} ({len(granian_workers(floor.pid))} Granian workers)")
-    step, peak_before = time.monotonic(), workers_memory_mib(app.pid, "VmHWM")
-    # Through the API, so the files and rows are the app's own; always, as the SQL check reads one.
-    covers = upload_covers(app, token, min_id, max_id, temp)
-    # Decoding the uploads raises the app's peak RSS, which the table reports for every scenario.
-    peaks = [" / ".join(f"{mib:.0f}" for mib in peak) for peak in (peak_before, workers_memory_mib(app.pid))]
-    print(
-        f"Covers:   {len(covers.urls)} JPEGs of {min(covers.sizes):,}-{max(covers.sizes):,} bytes uploaded "
-        f"({time.monotonic() - step:.1f} s; app workers' peak RSS {peaks[0]} -> {peaks[1]} MiB)"
-    )
+    covers = None
+    # Only for get_cover: decoding the uploads loads Pillow into the workers and raises their peak
+    # RSS, which the table reports for every scenario of the run.
+    if "get_cover" in options.scenarios:
+        step, peak_before = time.monotonic(), workers_memory_mib(app.pid, "VmHWM")
+        # Through the API, so the files and rows are the app's own.
+        covers = upload_covers(app, token, min_id, max_id, temp)
+        peaks = [" / ".join(f"{mib:.0f}" for mib in peak) for peak in (peak_before, workers_memory_mib(app.pid))]
+        print(
+            f"Covers:   {len(covers.urls)} JPEGs of {min(covers.sizes):,}-{max(covers.sizes):,} bytes uploaded "
+            f"({time.monotonic() - step:.1f} s; app workers' peak RSS {peaks[0]} -> {peaks[1]} MiB)"
+        )
     return Setup(
         database_url, postgres, redis_server, app, floor, token, min_id, max_id, existing, skip_file, data, covers
     )
@@ -221,7 +224,12 @@ def sql_check(setup: Setup, failures: list[str]) -> dict[str, Any] | None:
         return None
     servers = {"app": setup.app, "floor": setup.floor}
     parity = check_sql_parity(
-        setup.database_url, servers, setup.token, setup.existing_isbns, setup.data, setup.covers.urls[0]
+        setup.database_url,
+        servers,
+        setup.token,
+        setup.existing_isbns,
+        setup.data,
+        setup.covers.urls[0] if setup.covers else None,
     )
     for scenario in print_parity(parity):
         print(f"warning: the floor's SQL, rows or response for {scenario} differ from the app's; update floor.py")
@@ -349,7 +357,7 @@ def run(options: Options, stack: contextlib.ExitStack) -> int:
         setup.skip_file,
         data.words_file,
         data.cursors_file,
-        setup.covers.urls_file,
+        setup.covers.urls_file if setup.covers else None,
         logs,
     )
     meter_roots = {"postgres": setup.postgres.pid if setup.postgres else None, "redis": setup.redis.pid}

@@ -71,7 +71,7 @@ class Wrk:
     skip_file: Path
     words_file: Path
     cursors_file: Path
-    covers_file: Path
+    covers_file: Path | None  # None when get_cover is not run
     logs: Path
     next_slot: int = 0
 
@@ -103,7 +103,7 @@ class Wrk:
             ISBN_SLOT=str(self.next_slot),
             SEARCH_WORDS_FILE=str(self.words_file),
             CURSOR_FILE=str(self.cursors_file),
-            COVER_URLS_FILE=str(self.covers_file),
+            COVER_URLS_FILE=str(self.covers_file or ""),
         )
         env.pop("ISBN_SKIP_FILE", None)
         if scenario in WRITE_SCENARIOS:
