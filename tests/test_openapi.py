@@ -28,6 +28,7 @@ PASCAL_CASE = re.compile(r"^(?:[A-Z][a-z0-9]*)+$")
 PUBLIC_OPERATIONS = {
     ("GET", "/api/v1/books"),
     ("GET", "/api/v1/books/{book_id}"),
+    ("GET", "/api/v1/books/{book_id}/cover"),
     ("POST", "/api/v1/auth/register"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/refresh"),
@@ -39,6 +40,8 @@ BOOK_WRITES = {
     ("PUT", "/api/v1/books/{book_id}"),
     ("PATCH", "/api/v1/books/{book_id}"),
     ("DELETE", "/api/v1/books/{book_id}"),
+    ("PUT", "/api/v1/books/{book_id}/cover"),
+    ("DELETE", "/api/v1/books/{book_id}/cover"),
 }
 # Probes take no parameters, no body and no credentials: no client error can happen there.
 NO_CLIENT_ERRORS = {("GET", "/health"), ("GET", "/health/ready")}

@@ -169,11 +169,6 @@ async def test_png_and_webp_metadata_is_stripped_too(covers: Covers, format_name
 # --- serving: caching headers, conditional requests, thumbnails, HEAD --------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the design (issue 10 spec, GET) requires X-Content-Type-Options: nosniff on served "
-    "covers; CoversController.get_cover's headers lack it (bookstore/covers/controller.py, `headers = {...}`)",
-)
 async def test_a_served_cover_must_not_be_sniffed(covers: Covers) -> None:
     book_id, owner = await book_with_owner(covers)
     cover = await uploaded(covers, book_id, png_bytes(), owner)
