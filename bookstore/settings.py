@@ -75,10 +75,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     argon2_parallelism: Annotated[int, Meta(ge=1, le=16)] = 1
     max_request_body_bytes: Annotated[int, Meta(ge=1024, le=10 * 1024 * 1024)] = 64 * 1024
     # Cover images: where they are stored (default: <data_dir>/covers), the largest upload, and the
-    # most pixels an image may have (decoding holds ~4 bytes a pixel: 25 million is ~100 MB).
+    # most pixels an image may have: decoding, rotating and thumbnailing one peaked at ~10 bytes a
+    # pixel (16 million: ~170 MB), one image at a time per worker.
     covers_dir: Path | None = None
     cover_max_bytes: Annotated[int, Meta(ge=1024, le=50 * 1024 * 1024)] = 5 * 1024 * 1024
-    cover_max_pixels: Annotated[int, Meta(ge=10_000, le=100_000_000)] = 25_000_000
+    cover_max_pixels: Annotated[int, Meta(ge=10_000, le=100_000_000)] = 16_000_000
     # The whole body must arrive within this long once the app starts reading it (else 408).
     body_read_timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 10.0
     # Passed to Granian by `bookstore serve`: the time allowed for a request head (hyper also

@@ -23,13 +23,20 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Final
 
-__all__ = ["STORAGE_EXTENSIONS", "FileStorage", "LocalFileStorage", "is_storage_key"]
+__all__ = ["STORAGE_EXTENSIONS", "FileStorage", "LocalFileStorage", "content_key", "is_storage_key"]
 
 # The file types the service stores (the cover formats); a key's extension is one of them.
 STORAGE_EXTENSIONS: Final = ("jpg", "png", "webp")
 _KEY_PATTERN = re.compile(rf"[0-9a-f]{{64}}\.(?:{'|'.join(STORAGE_EXTENSIONS)})")
 # Prefix of the files being written; a crash between write and rename leaves one behind.
 _TEMPORARY_PREFIX = ".tmp-"
+# No write of a file of a few MB takes this long: a temporary file this old was abandoned.
+_ABANDONED_WRITE_SECONDS = 600
+
+
+def content_key(data: bytes, extension: str) -> str:
+    """The key ``data`` is stored under as a file of type ``extension``."""
+    return f"{hashlib.sha256(data).hexdigest()}.{extension}"
 
 
 def is_storage_key(key: str) -> bool:
@@ -68,7 +75,7 @@ class FileStorage(ABC):
     @abstractmethod
     def stale_keys(self, older_than_seconds: float) -> list[str]:
         """The keys whose files are older than ``older_than_seconds`` (candidates for a sweep of
-        unreferenced files); also removes temporary files that old, left by interrupted writes."""
+        unreferenced files); also removes the temporary files of writes interrupted long ago."""
 
 
 class LocalFileStorage(FileStorage):
@@ -84,7 +91,7 @@ class LocalFileStorage(FileStorage):
     def put(self, data: bytes, extension: str) -> str:
         if extension not in STORAGE_EXTENSIONS:
             raise ValueError(f"cannot store files of type {extension!r}")
-        key = f"{hashlib.sha256(data).hexdigest()}.{extension}"
+        key = content_key(data, extension)
         final_path = self.path(key)
         if final_path.exists():  # the same bytes are already stored under this name
             return key
@@ -129,19 +136,22 @@ class LocalFileStorage(FileStorage):
             self.path(key).unlink()
 
     def stale_keys(self, older_than_seconds: float) -> list[str]:
-        cutoff = time.time() - older_than_seconds
+        now = time.time()
+        cutoff = now - older_than_seconds
+        # A temporary file is being written, or was abandoned by a crash: only age tells, and
+        # removing one being written would fail its upload, whatever age the sweep was asked for.
+        temporary_cutoff = min(cutoff, now - _ABANDONED_WRITE_SECONDS)
         stale: list[str] = []
         for file_path in self._root.glob("*/*/*"):
             try:
-                is_old = file_path.stat().st_mtime < cutoff
+                modified = file_path.stat().st_mtime
             except FileNotFoundError:  # deleted or renamed since the directory was listed
                 continue
-            if not is_old:
-                continue
             if file_path.name.startswith(_TEMPORARY_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    file_path.unlink()
-            elif is_storage_key(file_path.name) and file_path == self.path(file_path.name):
+                if modified < temporary_cutoff:
+                    with contextlib.suppress(FileNotFoundError):
+                        file_path.unlink()
+            elif modified < cutoff and is_storage_key(file_path.name) and file_path == self.path(file_path.name):
                 stale.append(file_path.name)
         return stale
 

@@ -76,7 +76,7 @@ async def read_upload(request: Request[Any, Any, Any], *, max_bytes: int, field:
         if not upload:
             raise invalid_input("is empty; send the file's bytes in it", key=field, source="body")
         return upload
-    if media_type.startswith("image/") or media_type == _OCTET_STREAM:
+    if (media_type.startswith("image/") and media_type != "image/") or media_type == _OCTET_STREAM:
         upload = await _read_raw_body(request, max_bytes=max_bytes)
         if not upload:
             raise invalid_input("is empty; send the file's bytes", key=None, source="body")
@@ -119,8 +119,9 @@ async def _read_multipart_field(
     found = in_field = False
     received = 0
     try:
-        # strict: refuses what no real client sends (a preamble, continued part headers, a part
-        # without a name, another chunk after the closing boundary) instead of reading on.
+        # strict: refuses what no real client sends (continued part headers, a part without a
+        # name, another chunk after the closing boundary) instead of reading on; a preamble and an
+        # epilogue, which RFC 2046 allows, are skipped.
         with PushMultipartParser(
             boundary, max_segment_size=max_bytes, max_segment_count=MAX_MULTIPART_PARTS, strict=True
         ) as parser:

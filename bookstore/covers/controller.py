@@ -12,6 +12,7 @@ import anyio.to_thread
 from litestar import Controller, Request, Response, delete, get, put
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     Encoding,
     OpenAPIFormat,
@@ -49,8 +50,9 @@ from bookstore.covers.schemas import (
 
 __all__ = ["CoverLimits", "CoversController"]
 
-# Decoding holds the whole image in memory (~4 bytes a pixel): at most two at a time per worker.
-_DECODES: Final = anyio.CapacityLimiter(2)
+# Decoding holds the whole image in memory, several times over while it is rotated and
+# thumbnailed (~10 bytes a pixel at peak): one at a time per worker bounds the memory uploads take.
+_DECODES: Final = anyio.CapacityLimiter(1)
 # A URL that names the content (`v`) always gets the same bytes; the bare URL may change.
 _CACHE_FOREVER: Final = "public, max-age=31536000, immutable"
 _REVALIDATE: Final = "public, no-cache"
@@ -126,7 +128,10 @@ class CoversController(Controller):
         # read_upload enforces the covers' own limit; the app-wide body limit is for JSON.
         request_max_body_size=None,
         response_headers=[ResponseHeader(name="Location", description="URL of the cover.", documentation_only=True)],
-        responses=problem_responses(400, 401, 403, 404, 408, 413, 415, 422),
+        responses={
+            HTTP_201_CREATED: ResponseSpec(data_container=Cover, description="The book's first cover."),
+            **problem_responses(400, 401, 403, 404, 408, 413, 415, 422),
+        },
     )
     async def upload_cover(
         self,

@@ -27,7 +27,7 @@ from typing import Any, Final
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from bookstore.core.errors import DomainError, UnsupportedMediaTypeError
-from bookstore.covers.metadata import strip_jpeg, strip_png, strip_webp
+from bookstore.covers.metadata import excessive_structure, strip_jpeg, strip_png, strip_webp
 from bookstore.covers.schemas import COVER_CONTENT_TYPES, THUMBNAIL_CONTENT_TYPE
 
 __all__ = [
@@ -111,8 +111,11 @@ def process_cover(data: bytes, *, max_pixels: int) -> ProcessedCover:
 
     Raises ``UnsupportedImageError`` when the bytes are not JPEG, PNG or WebP, and
     ``InvalidImageError`` when the image has more than ``max_pixels`` pixels (checked from the
-    header, before anything is decoded), is animated, or is truncated or corrupt.
+    header, before anything is decoded) or a structure that would make decoding far costlier than
+    its size (``metadata.excessive_structure``), is animated, or is truncated or corrupt.
     """
+    if (excess := excessive_structure(data)) is not None:
+        raise InvalidImageError(f"The image is refused: {excess}.")
     try:
         # Reads the header only. `formats` keeps Pillow's ~40 other decoders away from the bytes.
         image = Image.open(BytesIO(data), formats=_OPENED_FORMATS)

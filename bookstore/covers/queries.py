@@ -23,7 +23,7 @@ import asyncpg
 from bookstore.books.queries import Actor, check_may_change
 from bookstore.core.database import DATABASE_UNAVAILABLE_ERRORS, fetch_one, transaction
 from bookstore.core.errors import NotFoundError
-from bookstore.core.storage import FileStorage
+from bookstore.core.storage import FileStorage, content_key
 from bookstore.covers.schemas import Cover, cover_url
 
 if TYPE_CHECKING:
@@ -130,17 +130,19 @@ async def replace_cover(
     cover's files are released after the commit, the new ones if the transaction fails.
     """
     files = [(image.data, image.extension), (image.thumbnail, "webp")]
-    key, thumbnail_key = await anyio.to_thread.run_sync(_store_all, storage, files)
     cover = StoredCover(
-        key=key,
+        key=content_key(image.data, image.extension),
         content_type=image.content_type,
         width=image.width,
         height=image.height,
         size=len(image.data),
-        thumbnail_key=thumbnail_key,
+        thumbnail_key=content_key(image.thumbnail, "webp"),
         thumbnail_size=len(image.thumbnail),
     )
     try:
+        # Written before any lock is taken (the durable write is the slow part), and written
+        # again under the locks below if a release removed them meanwhile.
+        await anyio.to_thread.run_sync(_store_all, storage, files)
         async with transaction() as connection:
             for locked_key in sorted(set(cover.keys)):
                 await connection.execute(LOCK_KEY, locked_key)

@@ -196,5 +196,15 @@ def test_stale_keys_removes_old_temporary_files_only(storage: LocalFileStorage, 
     assert storage.exists(key)
 
 
+def test_stale_keys_keeps_temporary_files_a_write_may_still_be_using(storage: LocalFileStorage) -> None:
+    key = storage.put(SOME_BYTES, "jpg")
+    in_progress = storage.path(key).parent / ".tmp-in-progress"
+    in_progress.write_bytes(b"being written")
+    make_old(in_progress, 5 * 60)
+    # Asked for everything older than now: the key is listed, the temporary file stays.
+    assert storage.stale_keys(0) == [key]
+    assert in_progress.exists()
+
+
 def test_stale_keys_of_an_empty_storage(storage: LocalFileStorage) -> None:
     assert storage.stale_keys(0) == []

@@ -166,6 +166,11 @@ async def test_a_text_body_is_unsupported(http: httpx.AsyncClient) -> None:
     assert "image/*" in detail
 
 
+async def test_an_image_type_without_a_subtype_is_unsupported(http: httpx.AsyncClient) -> None:
+    response = await http.put(UPLOAD, content=b"\x89PNG\r\n\x1a\n", headers={"Content-Type": "image/"})
+    assert_problem(response, 415)
+
+
 async def test_a_body_without_content_type_is_unsupported(http: httpx.AsyncClient) -> None:
     response = await http.put(UPLOAD, content=b"\x89PNG\r\n\x1a\n")
     assert "content-type" not in response.request.headers

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sys
 import time
 from collections import Counter
@@ -16,9 +17,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bookstore.books.queries import Actor
 from bookstore.core.database import fetch_all, fetch_one
 from bookstore.core.storage import LocalFileStorage
-from bookstore.covers.queries import sweep_files
+from bookstore.covers.images import process_cover
+from bookstore.covers.queries import replace_cover, sweep_files
 from bookstore.testing import clean_environment
 from tests.covers.conftest import Covers, cover_path
 from tests.covers.images import jpeg_bytes, png_bytes, truncated, webp_bytes
@@ -264,9 +267,35 @@ async def test_the_sweep_deletes_unnamed_files_and_keeps_named_ones(covers: Cove
     assert await sweep_files(storage, 3600) == 0  # too young: maybe an upload still under way
     assert covers.files() == {*named, orphan, interrupted_write.name}
 
+    # A temporary file may be a write in progress, whatever age the sweep is asked for: only one
+    # abandoned long ago goes.
     assert await sweep_files(storage, 0) == 1
+    assert covers.files() == {*named, interrupted_write.name}
+    an_hour_ago = time.time() - 3600
+    os.utime(interrupted_write, (an_hour_ago, an_hour_ago))
+    assert await sweep_files(storage, 0) == 0
     assert covers.files() == named
     assert (await covers.api.get(cover_path(book_id))).status_code == 200
+
+
+class _ThumbnailsFail(LocalFileStorage):
+    """Stores images but fails on thumbnails (WebP), as a full disk would on the second file."""
+
+    def put(self, data: bytes, extension: str) -> str:
+        if extension == "webp":
+            raise OSError(28, "No space left on device")
+        return super().put(data, extension)
+
+
+async def test_an_upload_whose_files_cannot_all_be_written_leaves_none(covers: Covers) -> None:
+    owner = await covers.api.account()
+    book_id = await new_book(covers, owner)
+    storage = _ThumbnailsFail(covers.directory)
+    image = process_cover(png_bytes(), max_pixels=10**6)
+    with pytest.raises(OSError, match="No space left"):
+        await replace_cover(book_id, Actor(owner.id, is_admin=False), image, storage)
+    assert covers.files() == set()
+    assert await named_keys() == set()
 
 
 async def test_the_sweep_covers_command_deletes_unnamed_files(covers: Covers, tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ upright), the thumbnail, and which uploads are refused with which error."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Callable
 from http import HTTPStatus
 from io import BytesIO
@@ -22,6 +24,7 @@ from bookstore.covers.images import (
     UnsupportedImageError,
     process_cover,
 )
+from bookstore.covers.metadata import MAX_JPEG_SCANS, MAX_PNG_CHUNKS
 from tests.covers.images import (
     CAMERA_MAKE,
     JPEG_COMMENT,
@@ -312,3 +315,34 @@ def test_other_content_is_an_unsupported_media_type(data: bytes) -> None:
 
     assert isinstance(raised.value, UnsupportedMediaTypeError)
     assert raised.value.status_code == HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+def _with_repeated_last_scan(jpeg: bytes, repeats: int) -> bytes:
+    """A progressive JPEG whose last scan comes ``repeats`` more times: each makes the decoder
+    walk the whole image again."""
+    last_scan = jpeg.rindex(b"\xff\xda")
+    end_of_image = jpeg.rindex(b"\xff\xd9")
+    return jpeg[:end_of_image] + jpeg[last_scan:end_of_image] * repeats + jpeg[end_of_image:]
+
+
+def test_a_jpeg_with_more_scans_than_accepted_is_refused_before_decoding() -> None:
+    progressive = encode(picture(64, 48), "JPEG", progressive=True)
+    accepted = _with_repeated_last_scan(progressive, MAX_JPEG_SCANS - progressive.count(b"\xff\xda"))
+    assert process_cover(accepted, max_pixels=MAX_PIXELS).width == 64
+    with pytest.raises(InvalidImageError, match=f"more than the {MAX_JPEG_SCANS} accepted"):
+        process_cover(_with_repeated_last_scan(progressive, MAX_JPEG_SCANS), max_pixels=MAX_PIXELS)
+
+
+def _with_empty_chunks(png: bytes, count: int) -> bytes:
+    """The PNG with ``count`` empty private chunks after its header chunk."""
+    header_end = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its 13 bytes, its CRC
+    chunk = struct.pack(">I", 0) + b"prIv" + struct.pack(">I", zlib.crc32(b"prIv"))
+    return png[:header_end] + chunk * count + png[header_end:]
+
+
+def test_a_png_of_more_chunks_than_accepted_is_refused_before_decoding() -> None:
+    png = encode(picture(8, 8), "PNG")
+    chunks = 3  # IHDR, IDAT, IEND
+    assert process_cover(_with_empty_chunks(png, MAX_PNG_CHUNKS - chunks), max_pixels=MAX_PIXELS).width == 8
+    with pytest.raises(InvalidImageError, match="chunks accepted"):
+        process_cover(_with_empty_chunks(png, MAX_PNG_CHUNKS - chunks + 1), max_pixels=MAX_PIXELS)
