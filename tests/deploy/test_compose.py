@@ -45,7 +45,14 @@ CADDYFILE = ROOT / "deploy" / "compose" / "Caddyfile"
 # Variables the stack cannot run without and that no file may supply a value for.
 REQUIRED_SECRETS = {"POSTGRES_PASSWORD", "BOOKSTORE_SECRET_KEY"}
 # Settings compose.yaml fixes for the stack instead of passing them on from .env.
-FIXED_SETTINGS = {"BOOKSTORE_ENV", "DATABASE_URL", "REDIS_URL", "BOOKSTORE_TRUSTED_PROXIES", "BOOKSTORE_SECRET_KEY"}
+FIXED_SETTINGS = {
+    "BOOKSTORE_ENV",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "BOOKSTORE_TRUSTED_PROXIES",
+    "BOOKSTORE_SECRET_KEY",
+    "BOOKSTORE_COVERS_DIR",
+}
 # Only the embedded database and the development secret live in the data directory.
 UNUSED_SETTINGS = {"BOOKSTORE_DATA_DIR"}
 SETTING_DEFAULTS = {field.name: field.default for field in msgspec.structs.fields(Settings)}
