@@ -128,7 +128,7 @@ def stderr_handler() -> logging.StreamHandler[TextIO]:
     """A handler writing each line with one write to file descriptor 2, as the access line is
     written: lines reach the same place in the order written, whoever replaced ``sys.stderr``."""
     # Never closed: it lives as long as the handler, and fd 2 is not its to close (closefd=False).
-    stream = open(_STDERR, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)  # noqa: SIM115
+    stream = open(_STDERR, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False)  # noqa: SIM115 - never closed, see above
     return logging.StreamHandler(stream)
 
 

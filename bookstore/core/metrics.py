@@ -64,7 +64,7 @@ __all__ = [
 METRICS_PATH: Final = "/metrics"
 MULTIPROCESS_DIR_VARIABLE: Final = "PROMETHEUS_MULTIPROC_DIR"
 # The `_created` series are not exported in multiprocess mode; without them one process reads the same.
-disable_created_metrics()  # type: ignore[no-untyped-call]
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 # Seconds between two flushes of a worker's tallies and readings of its pool; a scrape also flushes and
 # reads the worker it lands on.
 _FLUSH_SECONDS: Final = 1.0
@@ -262,7 +262,7 @@ def _prune_dead_workers(directory: Path) -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+            multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]  # unannotated upstream
         except PermissionError:
             # Alive, under another user.
             continue
@@ -328,4 +328,4 @@ class MetricsPlugin(InitPlugin):
         directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
         if directory is not None:
             # This worker's connections no longer count; its counters stay in the totals.
-            multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
+            multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]  # unannotated upstream
