@@ -165,8 +165,8 @@ def search_query(text: str) -> str | None:
 def to_book(row: Mapping[str, Any]) -> Book:
     """The ``Book`` of a row selected with the table's columns."""
     cover_key = row["cover_key"]
-    # mypy cannot tell that the values are all the fields before `cover_url`, the last.
-    return Book(*_book_values(row), None if cover_key is None else cover_url(row["id"], cover_key))  # type: ignore[call-arg]
+    url = None if cover_key is None else cover_url(row["id"], cover_key)
+    return Book(*_book_values(row), url)  # type: ignore[call-arg]  # the values are the fields before cover_url
 
 
 class _Statement:
