@@ -89,6 +89,7 @@ def catalogue(live_server: BookstoreProcess, database_url: str) -> Iterator[Cata
 #   DeleteBook), and 412 is not in the check's accepted statuses.
 FULLY_DESCRIBED_OPERATIONS = [
     "LogIn",
+    "IssueToken",
     "RefreshTokens",
     "LogOut",
     "GetCurrentUser",

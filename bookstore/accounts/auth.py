@@ -28,9 +28,13 @@ from bookstore.core.tokens import (
     token_identity,
 )
 
-__all__ = ["LOGIN_PATH", "BookstoreJWTAuth", "create_jwt_auth"]
+__all__ = ["AUTH_PATH", "LOGIN_PATH", "TOKEN_PATH", "BookstoreJWTAuth", "create_jwt_auth"]
 
-LOGIN_PATH = "/api/v1/auth/login"
+AUTH_PATH = "/api/v1/auth"
+LOGIN_PATH = f"{AUTH_PATH}/login"
+# The OAuth2 password grant form gets its own route: one operation with two request media types
+# breaks generated clients (openapi-python-client's login module did not import).
+TOKEN_PATH = f"{AUTH_PATH}/token"
 
 
 async def retrieve_user(token: BookstoreToken, connection: ASGIConnection[Any, Any, Any, Any]) -> CurrentUser | None:
@@ -63,8 +67,8 @@ class BookstoreJWTAuth(JWTAuth[CurrentUser, BookstoreToken]):
             security_schemes={
                 self.openapi_security_scheme_name: SecurityScheme(
                     type="oauth2",
-                    description="Bearer access token from POST /api/v1/auth/login.",
-                    flows=OAuthFlows(password=OAuthFlow(token_url=LOGIN_PATH, scopes={})),
+                    description=f"Bearer access token from POST {LOGIN_PATH} (JSON) or {TOKEN_PATH} (OAuth2 form).",
+                    flows=OAuthFlows(password=OAuthFlow(token_url=TOKEN_PATH, scopes={})),
                 )
             }
         )

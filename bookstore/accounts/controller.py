@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, TooManyRequestsException
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import JSONBody
+from litestar.exceptions import TooManyRequestsException
+from litestar.params import JSONBody, URLEncodedBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from bookstore.accounts import service
-from bookstore.accounts.emails import MAX_EMAIL_LENGTH, normalise_email
+from bookstore.accounts.auth import AUTH_PATH, LOGIN_PATH, TOKEN_PATH
+from bookstore.accounts.emails import normalise_email
 from bookstore.accounts.schemas import (
-    MAX_PASSWORD_LENGTH,
     Credentials,
     CurrentUser,
     LoginForm,
@@ -28,12 +26,11 @@ from bookstore.accounts.schemas import (
     UserUpdate,
 )
 from bookstore.core.errors import UnsupportedMediaTypeError, invalid_input, problem_responses
-from bookstore.core.http import is_json_media_type, require_json_body, require_utf8
+from bookstore.core.http import require_json_body
 from bookstore.core.metrics import LOGIN_LIMITED
 from bookstore.core.openapi import PUBLIC
 from bookstore.core.ratelimit import LOGIN_EMAIL_POLICY, LOGIN_POLICY, POLICY_OPT_KEY, REGISTER_POLICY, RateLimiter
 from bookstore.core.tokens import TokenCodec
-from bookstore.core.validation import split_field_error
 
 __all__ = ["AuthController", "UsersController"]
 
@@ -41,66 +38,21 @@ _FORM = "application/x-www-form-urlencoded"
 _NO_STORE = CacheControlHeader(no_store=True)
 
 
-def _string(max_length: int) -> Schema:
-    return Schema(type=OpenAPIType.STRING, min_length=1, max_length=max_length)
-
-
-@dataclass
-class _LoginOperation(Operation):
-    """Documents the two encodings ``POST /auth/login`` accepts, which one ``data`` cannot."""
-
-    def __post_init__(self) -> None:
-        secret = _string(MAX_PASSWORD_LENGTH)
-        login_name = _string(MAX_EMAIL_LENGTH + 64)
-        self.request_body = RequestBody(
-            required=True,
-            content={
-                "application/json": OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=["email", "password"],
-                        properties={"email": login_name, "password": secret},
-                        additional_properties=False,
-                    )
-                ),
-                _FORM: OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=["username", "password"],
-                        properties={
-                            "username": login_name,
-                            "password": secret,
-                            "grant_type": Schema(type=OpenAPIType.STRING, enum=["password"]),
-                            "scope": Schema(type=OpenAPIType.STRING),
-                        },
-                    )
-                ),
-            },
+async def _require_json_credentials(request: Request[Any, Any, Any]) -> None:
+    """``require_json_body``, pointing a sender of the OAuth2 password form at the route for it."""
+    if request.content_type[0] == _FORM:
+        raise UnsupportedMediaTypeError(
+            f"Send the credentials as application/json, or the OAuth2 password form to {TOKEN_PATH}."
         )
+    await require_json_body(request)
 
 
-async def _read_login(request: Request[Any, Any, Any]) -> tuple[str, str]:
-    """The login name and password, from a JSON body or an OAuth2 password form.
-
-    One operation takes both encodings, which a typed ``data`` parameter cannot express, so
-    the body is decoded here with the same structs and errors Litestar would use.
-    """
-    media_type = request.content_type[0]
-    try:
-        if media_type == _FORM:
-            form = msgspec.convert(dict((await request.form()).items()), LoginForm)
-            return form.username, form.password
-        if is_json_media_type(media_type):
-            raw = await request.body()
-            require_utf8(raw)
-            body = msgspec.json.decode(raw, type=LoginRequest)
-            return body.email, body.password
-    except msgspec.ValidationError as error:
-        message, key = split_field_error(error)
-        raise invalid_input(message, key=key, source="body") from None
-    except msgspec.DecodeError:
-        raise ClientException("The request body is not valid JSON.") from None
-    raise UnsupportedMediaTypeError(f"Send the credentials as application/json or {_FORM}.")
+async def _require_form(request: Request[Any, Any, Any]) -> None:
+    """``before_request`` hook: 415 for anything but the form, which Litestar would read as an empty one."""
+    if request.content_type[0] != _FORM:
+        raise UnsupportedMediaTypeError(
+            f"Send the OAuth2 password form as {_FORM}, or JSON credentials to {LOGIN_PATH}."
+        )
 
 
 async def _count_password_check(rate_limiter: RateLimiter, normalised_email: str) -> None:
@@ -108,8 +60,30 @@ async def _count_password_check(rate_limiter: RateLimiter, normalised_email: str
     await rate_limiter.consume(LOGIN_EMAIL_POLICY, normalised_email)
 
 
+async def _log_in(codec: TokenCodec, rate_limiter: RateLimiter, login_name: str, password: str) -> TokenPair:
+    """What both login routes do once the credentials are read."""
+    # Per account as well as per IP: credential stuffing spreads one email over many IPs.
+    try:
+        await _count_password_check(rate_limiter, normalise_email(login_name))
+    except TooManyRequestsException:
+        LOGIN_LIMITED.inc()
+        raise
+    return await service.log_in(codec, login_name, password)
+
+
+# The two login routes differ only in how the credentials arrive. The per-IP policy's bucket is
+# per policy, not per route, so both count against the same limit.
+_LOGIN_ROUTE: Final[dict[str, Any]] = {
+    "status_code": HTTP_200_OK,
+    "exclude_from_auth": True,
+    "security": PUBLIC,
+    "opt": {POLICY_OPT_KEY: LOGIN_POLICY},
+    "responses": problem_responses(400, 401, 413, 415, 503),
+}
+
+
 class AuthController(Controller):
-    path = "/api/v1/auth"
+    path = AUTH_PATH
     tags = ["auth"]
     cache_control = _NO_STORE
 
@@ -132,31 +106,39 @@ class AuthController(Controller):
         operation_id="LogIn",
         summary="Log in and get an access and a refresh token",
         description=(
-            "Takes JSON `{email, password}` or the OAuth2 password grant form "
-            "(`username`, `password`). Unknown email and wrong password give the same 401. "
+            f"Takes JSON `{{email, password}}`; the OAuth2 password form goes to `{TOKEN_PATH}`. "
+            "Unknown email and wrong password give the same 401. "
             "Limited per client IP and per email (429); 503 while the limiter's store is down."
         ),
-        status_code=HTTP_200_OK,
-        exclude_from_auth=True,
-        security=PUBLIC,
-        operation_class=_LoginOperation,
-        opt={POLICY_OPT_KEY: LOGIN_POLICY},
-        responses=problem_responses(400, 401, 413, 415, 503),
+        before_request=_require_json_credentials,
+        **_LOGIN_ROUTE,
     )
     async def log_in(
         self,
-        request: Request[Any, Any, Any],
+        data: JSONBody[LoginRequest],
         codec: NamedDependency[TokenCodec],
         rate_limiter: NamedDependency[RateLimiter],
     ) -> TokenPair:
-        email, password = await _read_login(request)
-        # Per account as well as per IP: credential stuffing spreads one email over many IPs.
-        try:
-            await _count_password_check(rate_limiter, normalise_email(email))
-        except TooManyRequestsException:
-            LOGIN_LIMITED.inc()
-            raise
-        return await service.log_in(codec, email, password)
+        return await _log_in(codec, rate_limiter, data.email, data.password)
+
+    @post(
+        "/token",
+        operation_id="IssueToken",
+        summary="Log in with the OAuth2 password grant form",
+        description=(
+            f"The OAuth2 password grant (RFC 6749 4.3; `username` is the email), for OAuth2 clients and the "
+            f"docs' Authorize button; the same token pair, limits and 401 as `{LOGIN_PATH}`."
+        ),
+        before_request=_require_form,
+        **_LOGIN_ROUTE,
+    )
+    async def issue_token(
+        self,
+        data: URLEncodedBody[LoginForm],
+        codec: NamedDependency[TokenCodec],
+        rate_limiter: NamedDependency[RateLimiter],
+    ) -> TokenPair:
+        return await _log_in(codec, rate_limiter, data.username, data.password)
 
     @post(
         "/refresh",

@@ -15,6 +15,7 @@ from tests.helpers import PASSWORD, Account, ApiClient, assert_problem, bearer, 
 
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
+TOKEN = "/api/v1/auth/token"
 REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
 ME = "/api/v1/users/me"
@@ -103,14 +104,35 @@ async def test_login_returns_a_bearer_token_pair(client: ApiClient, settings: ob
     assert response.headers["cache-control"] == "no-store"
 
 
-async def test_login_accepts_the_oauth2_password_form(client: ApiClient) -> None:
+async def test_token_route_accepts_the_oauth2_password_form(client: ApiClient) -> None:
     user = await client.register()
     response = await client.post(
-        LOGIN, data={"grant_type": "password", "username": user["email"], "password": PASSWORD}
+        TOKEN, data={"grant_type": "password", "username": user["email"], "password": PASSWORD}
     )
     assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    assert response.json()["token_type"] == "bearer"
     me = await client.get(ME, headers=bearer(response.json()["access_token"]))
     assert me.json()["email"] == user["email"]
+
+
+async def test_login_refuses_the_form_and_names_the_token_route(client: ApiClient) -> None:
+    user = await client.register()
+    response = await client.post(LOGIN, data={"username": user["email"], "password": PASSWORD})
+    assert TOKEN in assert_problem(response, 415)["detail"]
+
+
+async def test_token_route_refuses_json_and_names_the_login_route(client: ApiClient) -> None:
+    user = await client.register()
+    response = await client.post(TOKEN, json={"username": user["email"], "password": PASSWORD})
+    assert LOGIN in assert_problem(response, 415)["detail"]
+
+
+async def test_token_route_refuses_a_wrong_password_like_login(client: ApiClient) -> None:
+    user = await client.register()
+    by_form = await client.post(TOKEN, data={"username": user["email"], "password": "not the password"})
+    by_json = await client.post(LOGIN, json={"email": user["email"], "password": "not the password"})
+    assert {**assert_problem(by_form, 401), "request_id": ""} == {**assert_problem(by_json, 401), "request_id": ""}
 
 
 async def test_unknown_email_and_wrong_password_look_identical(client: ApiClient) -> None:
@@ -132,20 +154,29 @@ async def test_login_of_a_deactivated_user_is_refused(client: ApiClient) -> None
 
 
 @pytest.mark.parametrize(
-    ("content", "content_type", "status"),
+    ("path", "content", "content_type", "status"),
     [
-        (b'{"email": "a@b.co", "password": ', "application/json", 400),
-        (b'{"email": "a@b.co"}', "application/json", 400),
-        (b'{"email": "a@b.co", "password": "x", "extra": 1}', "application/json", 400),
-        (b"username=a%40b.co", "application/x-www-form-urlencoded", 400),
-        (b"email=a@b.co&password=x", "text/plain", 415),
-        (b"", "application/json", 400),
+        (LOGIN, b'{"email": "a@b.co", "password": ', "application/json", 400),
+        (LOGIN, b'{"email": "a@b.co"}', "application/json", 400),
+        (LOGIN, b'{"email": "a@b.co", "password": "x", "extra": 1}', "application/json", 400),
+        (LOGIN, b"email=a@b.co&password=x", "text/plain", 415),
+        (LOGIN, b"", "application/json", 400),
+        (TOKEN, b"username=a%40b.co", "application/x-www-form-urlencoded", 400),
+        (
+            TOKEN,
+            b"username=a%40b.co&password=x&grant_type=client_credentials",
+            "application/x-www-form-urlencoded",
+            400,
+        ),
+        (TOKEN, b"username=a%40b.co&username=c%40d.co&password=x", "application/x-www-form-urlencoded", 400),
+        (TOKEN, b"", "application/x-www-form-urlencoded", 400),
+        (TOKEN, b"username=a@b.co&password=x", "text/plain", 415),
     ],
 )
 async def test_login_rejects_malformed_bodies(
-    client: ApiClient, content: bytes, content_type: str, status: int
+    client: ApiClient, path: str, content: bytes, content_type: str, status: int
 ) -> None:
-    response = await client.post(LOGIN, content=content, headers={"content-type": content_type})
+    response = await client.post(path, content=content, headers={"content-type": content_type})
     assert_problem(response, status)
 
 
@@ -370,8 +401,8 @@ async def test_a_nul_in_the_login_name_is_refused_naming_the_field(
     client: ApiClient, content: str, body: dict[str, str]
 ) -> None:
     if content == "json":
-        response = await client.post("/api/v1/auth/login", json=body)
+        response = await client.post(LOGIN, json=body)
     else:
-        response = await client.post("/api/v1/auth/login", data=body)
+        response = await client.post(TOKEN, data=body)
     problem = assert_problem(response, 400)
     assert problem["errors"][0]["key"] in {"email", "username"}

@@ -238,7 +238,7 @@ def test_a_live_server_never_logs_passwords_tokens_or_credentials_headers(server
         assert refreshed.status_code == 200
         failed = http.post("/api/v1/auth/login", json={"email": email, "password": wrong_password})
         assert failed.status_code == 401
-        form = http.post("/api/v1/auth/login", data={"username": email, "password": wrong_password})
+        form = http.post("/api/v1/auth/token", data={"username": email, "password": wrong_password})
         assert form.status_code == 401
         request_ids = [response.headers["x-request-id"] for response in (login, me, refreshed, failed, form)]
     server.stop()  # everything is written out

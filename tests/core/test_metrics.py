@@ -35,6 +35,7 @@ MakeClient = Callable[..., Awaitable[ApiClient]]
 TOKEN = "metrics-token-" + "t" * 24
 BOOKS = "/api/v1/books"
 LOGIN = "/api/v1/auth/login"
+TOKEN = "/api/v1/auth/token"
 REQUESTS = "bookstore_http_requests_total"
 DURATION_FAMILY = "bookstore_http_request_duration_seconds"
 DURATIONS = f"{DURATION_FAMILY}_count"
@@ -146,8 +147,11 @@ async def test_login_outcomes_are_counted(client: ApiClient) -> None:
     wrong_password = {"email": account.email, "password": PASSWORD + "!"}
     assert (await client.post(LOGIN, json=wrong_password)).status_code == 401
     assert (await client.post(LOGIN, json={"email": unique_email(), "password": PASSWORD})).status_code == 401
+    # The OAuth2 form route counts into the same series.
+    assert (await client.post(TOKEN, data={"username": account.email, "password": PASSWORD})).status_code == 200
+    assert (await client.post(TOKEN, data={"username": account.email, "password": "wrong!!!"})).status_code == 401
     after = await scrape(client)
-    for outcome, count in (("success", 1), ("failure", 2), ("limited", 0)):
+    for outcome, count in (("success", 2), ("failure", 3), ("limited", 0)):
         assert sample(after, LOGINS, outcome=outcome) - sample(before, LOGINS, outcome=outcome) == count
 
 
@@ -158,7 +162,10 @@ async def test_logins_refused_by_a_limit_are_counted_as_limited(
     limited = await make_client(**{limit: 1})
     credentials = {"email": unique_email(), "password": PASSWORD}
     before = await scrape(client)
-    assert [(await limited.post(LOGIN, json=credentials)).status_code for _ in range(2)] == [401, 429]
+    assert (await limited.post(LOGIN, json=credentials)).status_code == 401
+    # Both login routes share the limits: a second attempt by form is refused.
+    form = {"username": credentials["email"], "password": PASSWORD}
+    assert (await limited.post(TOKEN, data=form)).status_code == 429
     after = await scrape(client)
     for outcome, count in (("failure", 1), ("limited", 1), ("success", 0)):
         assert sample(after, LOGINS, outcome=outcome) - sample(before, LOGINS, outcome=outcome) == count
