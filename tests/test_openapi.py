@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute
+from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from bookstore.app import DOCS_PATH, render_openapi_document
 from bookstore.core.metrics import METRICS_PATH
@@ -31,6 +32,7 @@ PUBLIC_OPERATIONS = {
     ("GET", "/api/v1/books/{book_id}/cover"),
     ("POST", "/api/v1/auth/register"),
     ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/refresh"),
     ("GET", "/health"),
     ("GET", "/health/ready"),
@@ -67,6 +69,29 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
 def test_committed_document_is_up_to_date() -> None:
     assert COMMITTED_DOCUMENT.exists(), f"docs/openapi.json is missing. {REGENERATE}"
     assert COMMITTED_DOCUMENT.read_text() == render_openapi_document(), f"docs/openapi.json is stale. {REGENERATE}"
+
+
+def test_committed_document_passes_the_openapi_spec_validator() -> None:
+    # What client generators check first: a document they reject generates nothing.
+    committed = json.loads(COMMITTED_DOCUMENT.read_text())
+    errors = [f"{error.json_path}: {error.message}" for error in OpenAPIV31SpecValidator(committed).iter_errors()]
+    assert not errors, "\n".join(errors)
+
+
+def test_every_response_header_has_a_string_schema() -> None:
+    # OpenAPI 3.1 requires `schema` (or `content`) on a header object; see core/openapi.documented_header.
+    headers = {
+        (*key, status, name): header
+        for key, operation in operations().items()
+        for status, response in operation["responses"].items()
+        for name, header in response.get("headers", {}).items()
+    }
+    assert {
+        ("GET", "/api/v1/books", "200", "Link"),
+        ("PUT", "/api/v1/books/{book_id}/cover", "201", "Location"),
+    } <= set(headers)
+    for where, header in headers.items():
+        assert header.get("schema") == {"type": "string"}, where
 
 
 def test_rendered_document_does_not_depend_on_the_hash_seed() -> None:

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
-from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, PathParameter
@@ -26,7 +25,7 @@ from bookstore.core.http import (
     matches_if_none_match,
     require_json_body,
 )
-from bookstore.core.openapi import PUBLIC
+from bookstore.core.openapi import PUBLIC, documented_header
 from bookstore.core.storage import FileStorage
 from bookstore.covers.queries import release_files
 
@@ -46,7 +45,7 @@ IfMatch = Annotated[
         description='Only write if the book is still at this ETag (e.g. `"3"`); otherwise 412.',
     ),
 ]
-_ETAG_HEADER = ResponseHeader(name="ETag", description="Version of the book.", documentation_only=True)
+_ETAG_HEADER = documented_header("ETag", "Version of the book.", example='"3"')
 
 
 def _with_etag(
@@ -83,7 +82,7 @@ class BooksController(Controller):
         exclude_from_auth=True,
         security=PUBLIC,
         response_headers=[
-            ResponseHeader(name="Link", description="RFC 8288 next/prev links.", documentation_only=True)
+            documented_header("Link", "RFC 8288 next/prev links.", example=f'<{BOOKS_PATH}?cursor=...>; rel="next"')
         ],
         responses=problem_responses(400),
         dependencies={"filters": Provide(provide_book_filters, sync_to_thread=False)},
@@ -142,7 +141,7 @@ class BooksController(Controller):
         before_request=require_json_body,
         response_headers=[
             _ETAG_HEADER,
-            ResponseHeader(name="Location", description="URL of the new book.", documentation_only=True),
+            documented_header("Location", "URL of the new book.", example=f"{BOOKS_PATH}/42"),
         ],
         responses=problem_responses(400, 401, 409, 413, 415),
     )

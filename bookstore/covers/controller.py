@@ -10,7 +10,6 @@ from typing import Annotated, Any, Final
 import anyio
 import anyio.to_thread
 from litestar import Controller, Request, Response, delete, get, put
-from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
@@ -30,12 +29,12 @@ from litestar.response.base import ASGIResponse
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT, HTTP_304_NOT_MODIFIED
 
 from bookstore.accounts.schemas import CurrentUser
-from bookstore.books.controller import BookId, actor_of
+from bookstore.books.controller import BOOKS_PATH, BookId, actor_of
 from bookstore.books.queries import require_changeable
 from bookstore.core.errors import problem_responses
 from bookstore.core.files import file_response
 from bookstore.core.http import if_none_match_names
-from bookstore.core.openapi import PUBLIC
+from bookstore.core.openapi import PUBLIC, documented_header
 from bookstore.core.storage import FileStorage
 from bookstore.core.uploads import read_upload
 from bookstore.covers import queries
@@ -70,7 +69,7 @@ class CoverLimits:
 @dataclass
 class _UploadCoverOperation(Operation):
     """Documents the body the handler reads itself (``read_upload``): Litestar only documents a
-    ``data`` parameter, and one cannot take both multipart and raw bodies."""
+    ``data`` parameter, and one cannot take both multipart and raw bodies. Also the 201's headers."""
 
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
@@ -88,6 +87,12 @@ class _UploadCoverOperation(Operation):
                 "application/octet-stream": OpenAPIMediaType(schema=_BINARY),
             },
         )
+        # `response_headers` land on the default status (200) only and a ResponseSpec takes no
+        # headers, yet the first cover's 201 carries the same Location.
+        responses = self.responses or {}
+        replaced, created = responses.get("200"), responses.get("201")
+        if isinstance(replaced, OpenAPIResponse) and isinstance(created, OpenAPIResponse):
+            created.headers = replaced.headers
 
 
 @dataclass
@@ -127,7 +132,9 @@ class CoversController(Controller):
         operation_class=_UploadCoverOperation,
         # read_upload enforces the covers' own limit; the app-wide body limit is for JSON.
         request_max_body_size=None,
-        response_headers=[ResponseHeader(name="Location", description="URL of the cover.", documentation_only=True)],
+        response_headers=[
+            documented_header("Location", "URL of the cover.", example=f"{BOOKS_PATH}/42/cover?v=0123456789abcdef")
+        ],
         responses={
             HTTP_201_CREATED: ResponseSpec(data_container=Cover, description="The book's first cover."),
             **problem_responses(400, 401, 403, 404, 408, 413, 415, 422),

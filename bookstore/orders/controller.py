@@ -7,7 +7,6 @@ from http import HTTPStatus
 from typing import Annotated, Any, Literal, cast
 
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
@@ -16,6 +15,7 @@ from bookstore.accounts.schemas import CurrentUser
 from bookstore.core.cursors import CURSOR_MAX_LENGTH, CursorSigner, InvalidCursorError
 from bookstore.core.errors import PROBLEM_MEDIA_TYPE, PermissionDeniedError, invalid_input, problem_responses
 from bookstore.core.http import cursor_links, require_canonical_ints, require_json_body, require_single_values
+from bookstore.core.openapi import documented_header
 from bookstore.orders import queries
 from bookstore.orders.idempotency import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -101,11 +101,11 @@ class OrdersController(Controller):
         before_request=require_json_body,
         response_description="The order placed (or, for a retry with the same `Idempotency-Key`, replayed).",
         response_headers=[
-            ResponseHeader(name="Location", description="URL of the order.", documentation_only=True),
-            ResponseHeader(
-                name="Idempotent-Replayed",
-                description="`true` when this is the stored response to an earlier request with the same key.",
-                documentation_only=True,
+            documented_header("Location", "URL of the order.", example=f"{ORDERS_PATH}/7"),
+            documented_header(
+                "Idempotent-Replayed",
+                "`true` when this is the stored response to an earlier request with the same key.",
+                example="true",
             ),
         ],
         responses={
@@ -159,7 +159,7 @@ class OrdersController(Controller):
             "the neighbouring pages (also as `next`/`prev` links in the `Link` header, RFC 8288)."
         ),
         response_headers=[
-            ResponseHeader(name="Link", description="RFC 8288 next/prev links.", documentation_only=True)
+            documented_header("Link", "RFC 8288 next/prev links.", example=f'<{ORDERS_PATH}?cursor=...>; rel="next"')
         ],
         responses=problem_responses(400, 401, 403),
     )
