@@ -8,6 +8,7 @@ import logging
 import secrets
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -23,6 +24,7 @@ from bookstore.core.connections import RequestBodyGuard
 from bookstore.core.cors import CorsResponses, create_cors_config
 from bookstore.core.cursors import CursorSigner
 from bookstore.core.database import close_pool, open_pool
+from bookstore.core.docs import create_scalar_bundle_route, create_scalar_plugin
 from bookstore.core.errors import create_problem_details_plugin
 from bookstore.core.health import HealthController
 from bookstore.core.http import AllowHeaderForOptions, CanonicalPathIntegers, HeadAsGet
@@ -42,15 +44,13 @@ __all__ = ["API_VERSION", "DOCS_PATH", "create_app", "create_openapi_config", "r
 
 API_VERSION = "1.0.0"
 DOCS_PATH = "/docs"
-# Scalar is pinned so the docs page does not change under us (see stack-facts §3).
-SCALAR_VERSION = "1.34.6"
 # Neither authenticated by JWT (/metrics checks its own token) nor rate-limited. Anchored: Litestar
 # matches these with findall(), i.e. anywhere in the path.
 _DOCS_AND_PROBES = [f"^{DOCS_PATH}(/|$)", "^/health(/|$)", f"^{METRICS_PATH}(/|$)"]
 _logger = logging.getLogger("bookstore")
 
 
-def create_openapi_config() -> OpenAPIConfig:
+def create_openapi_config(docs_assets_dir: Path | None = None) -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Bookstore API",
         version=API_VERSION,
@@ -60,7 +60,7 @@ def create_openapi_config() -> OpenAPIConfig:
             "`application/problem+json` (RFC 9457); invalid input is always answered with 400."
         ),
         path=DOCS_PATH,
-        render_plugins=[ScalarRenderPlugin(path="/", version=SCALAR_VERSION)],
+        render_plugins=[create_scalar_plugin(docs_assets_dir)],
         create_examples=False,
         use_handler_docstrings=False,
         tags=[
@@ -101,7 +101,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     jwt_auth = create_jwt_auth(codec, exclude=_DOCS_AND_PROBES)
 
     page_cursors = CursorSigner(settings.secret_key, settings.page_cursor_ttl_seconds)
-    openapi_config = create_openapi_config() if settings.docs_enabled else None
+    openapi_config = create_openapi_config(settings.docs_assets_dir) if settings.docs_enabled else None
+    docs_assets = (
+        [create_scalar_bundle_route(settings.docs_assets_dir)] if openapi_config and settings.docs_assets_dir else []
+    )
 
     def provide_codec() -> TokenCodec:
         return codec
@@ -126,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CoversController,
             OrdersController,
             HealthController,
+            *docs_assets,
         ],
         on_app_init=[jwt_auth.on_app_init],
         on_startup=[partial(open_pool, settings), _tune_garbage_collector],

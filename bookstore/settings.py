@@ -17,9 +17,11 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-__all__ = ["MIN_SECRET_BYTES", "Settings", "SettingsError", "load_settings"]
+__all__ = ["MIN_SECRET_BYTES", "SCALAR_BUNDLE_NAME", "Settings", "SettingsError", "load_settings"]
 
 MIN_SECRET_BYTES = 32
+# The file of BOOKSTORE_DOCS_ASSETS_DIR the docs page loads: the npm package's dist/browser/standalone.js.
+SCALAR_BUNDLE_NAME = "standalone.js"
 _KEY_FILE_NAME = "secret_key"
 # What a browser sends as Origin: scheme, lower-case host (a name, IPv4 or bracketed IPv6), port.
 # A port as browsers write it in an Origin: 1-65535, no leading zero, never the scheme's default
@@ -52,6 +54,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     access_token_ttl_seconds: Annotated[int, Meta(ge=60, le=24 * 3600)] = 15 * 60
     refresh_token_ttl_seconds: Annotated[int, Meta(ge=3600, le=90 * 24 * 3600)] = 14 * 24 * 3600
     docs_enabled: bool = True
+    # A directory holding Scalar's browser bundle (`standalone.js`, fetched by scripts/fetch-scalar):
+    # /docs then loads it from this service, and works offline. None: from the pinned CDN URL.
+    docs_assets_dir: Path | None = None
     # How long a page cursor (`next_cursor`/`prev_cursor` of a listing) stays valid.
     page_cursor_ttl_seconds: Annotated[int, Meta(ge=1, le=30 * 24 * 3600)] = 24 * 3600
     db_pool_min_size: Annotated[int, Meta(ge=1, le=100)] = 2
@@ -132,6 +137,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
                 raise ValueError(f"{network!r} is not an IP address or network - at `$.trusted_proxies`") from None
+        if self.docs_assets_dir is not None:
+            bundle = self.docs_assets_dir / SCALAR_BUNDLE_NAME
+            if not bundle.is_file() or not os.access(bundle, os.R_OK):
+                raise ValueError(
+                    f"{bundle} is not a readable file: fetch Scalar's bundle with scripts/fetch-scalar - at "
+                    "`$.docs_assets_dir`"
+                )
         if "*" in self.cors_origins and len(self.cors_origins) > 1:
             raise ValueError("'*' allows every origin and cannot be combined with others - at `$.cors_origins`")
         for origin in self.cors_origins:
@@ -163,6 +175,7 @@ _ENV_FIELDS = {
     "BOOKSTORE_ACCESS_TOKEN_TTL_SECONDS": "access_token_ttl_seconds",
     "BOOKSTORE_REFRESH_TOKEN_TTL_SECONDS": "refresh_token_ttl_seconds",
     "BOOKSTORE_DOCS_ENABLED": "docs_enabled",
+    "BOOKSTORE_DOCS_ASSETS_DIR": "docs_assets_dir",
     "BOOKSTORE_PAGE_CURSOR_TTL_SECONDS": "page_cursor_ttl_seconds",
     "BOOKSTORE_DB_POOL_MIN_SIZE": "db_pool_min_size",
     "BOOKSTORE_DB_POOL_MAX_SIZE": "db_pool_max_size",

@@ -123,6 +123,32 @@ def test_docs_enabled_rejects_a_non_boolean(tmp_path: Path) -> None:
         load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DOCS_ENABLED="maybe"))
 
 
+# --- the docs page's Scalar bundle ----------------------------------------------------------------
+
+
+def test_docs_assets_dir_is_unset_by_default(tmp_path: Path) -> None:
+    assert load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET)).docs_assets_dir is None
+
+
+def test_docs_assets_dir_holding_the_bundle_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "standalone.js").write_text("// Scalar")
+    settings = load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DOCS_ASSETS_DIR=str(tmp_path)))
+    assert settings.docs_assets_dir == tmp_path
+
+
+def test_docs_assets_dir_without_the_bundle_is_rejected_naming_the_script(tmp_path: Path) -> None:
+    with pytest.raises(
+        SettingsError, match=r"standalone\.js is not a readable file.*fetch-scalar.*BOOKSTORE_DOCS_ASSETS_DIR"
+    ):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DOCS_ASSETS_DIR=str(tmp_path)))
+
+
+def test_docs_assets_dir_whose_bundle_is_a_directory_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "standalone.js").mkdir()
+    with pytest.raises(SettingsError, match="BOOKSTORE_DOCS_ASSETS_DIR"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_DOCS_ASSETS_DIR=str(tmp_path)))
+
+
 # --- the database in production ------------------------------------------------------------------
 
 
