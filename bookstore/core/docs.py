@@ -8,13 +8,18 @@ with ``BOOKSTORE_DOCS_ASSETS_DIR`` it comes from this service, same origin, fetc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
-from litestar import get
-from litestar.datastructures import CacheControlHeader
+import anyio
+from litestar import Request, get
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.response import File
+from litestar.params import HeaderParameter
+from litestar.response.base import ASGIResponse
+from litestar.status_codes import HTTP_304_NOT_MODIFIED
 
+from bookstore.core.errors import ServiceUnavailableError
+from bookstore.core.files import file_response
+from bookstore.core.http import if_none_match_names
 from bookstore.settings import SCALAR_BUNDLE_NAME
 
 if TYPE_CHECKING:
@@ -35,6 +40,8 @@ _SCALAR_OPTIONS: Final = {"withDefaultFonts": False}
 # failures. An empty icon and an empty stylesheet as data: URLs need no request at all.
 _NO_FAVICON: Final = "<link rel='icon' href='data:,'>"
 _NO_STYLESHEET: Final = "data:text/css,"
+_JAVASCRIPT: Final = "text/javascript"  # Litestar adds the charset of text types
+_BUNDLE_CACHING: Final = "public, max-age=3600"
 
 
 def create_scalar_plugin(docs_assets_dir: Path | None) -> ScalarRenderPlugin:
@@ -57,15 +64,21 @@ def create_scalar_bundle_route(docs_assets_dir: Path) -> HTTPRouteHandler:
     bundle = docs_assets_dir / SCALAR_BUNDLE_NAME
 
     # Revalidated hourly rather than kept for good: its URL stays the same when the bundle is refreshed.
-    @get(
-        f"{DOCS_ASSETS_PATH}/{SCALAR_BUNDLE_NAME}",
-        include_in_schema=False,
-        sync_to_thread=False,
-        cache_control=CacheControlHeader(public=True, max_age=3600),
-    )
-    def scalar_bundle() -> File:
-        return File(
-            bundle, filename=SCALAR_BUNDLE_NAME, media_type="text/javascript", content_disposition_type="inline"
-        )
+    @get(f"{DOCS_ASSETS_PATH}/{SCALAR_BUNDLE_NAME}", include_in_schema=False)
+    async def scalar_bundle(
+        request: Request[Any, Any, Any],
+        if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", max_length=1024)] = None,
+    ) -> ASGIResponse:
+        try:
+            stat = await anyio.Path(bundle).stat()
+        except OSError:
+            # Checked at start-up; gone since (the directory moved or was emptied).
+            raise ServiceUnavailableError(
+                "The documentation's script is missing on the server; run scripts/fetch-scalar."
+            ) from None
+        headers = {"ETag": f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"', "Cache-Control": _BUNDLE_CACHING}
+        if if_none_match_names(if_none_match, headers["ETag"]):
+            return ASGIResponse(status_code=HTTP_304_NOT_MODIFIED, headers=headers.items())
+        return await file_response(request, bundle, size=stat.st_size, media_type=_JAVASCRIPT, headers=headers)
 
     return scalar_bundle

@@ -71,7 +71,23 @@ async def test_the_bundle_is_served_as_javascript(http: httpx.AsyncClient) -> No
     assert response.content == BUNDLE
     assert response.headers["content-type"] == "text/javascript; charset=utf-8"
     assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.headers["cache-control"] == "max-age=3600, public"
+    assert response.headers["cache-control"] == "public, max-age=3600"
+
+
+async def test_the_bundle_is_revalidated_by_its_etag(http: httpx.AsyncClient) -> None:
+    etag = (await http.get(BUNDLE_PATH)).headers["etag"]
+    revalidated = await http.get(BUNDLE_PATH, headers={"If-None-Match": etag})
+    assert revalidated.status_code == 304
+    assert revalidated.content == b""
+    assert revalidated.headers["etag"] == etag
+
+
+async def test_a_bundle_gone_since_start_up_is_a_clear_503(http: httpx.AsyncClient, assets_dir: Path) -> None:
+    (assets_dir / "standalone.js").rename(assets_dir / "moved.js")
+    response = await http.get(BUNDLE_PATH)
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "scripts/fetch-scalar" in response.json()["detail"]
 
 
 async def test_only_the_bundle_of_the_directory_is_served(http: httpx.AsyncClient) -> None:

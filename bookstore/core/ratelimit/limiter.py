@@ -151,8 +151,9 @@ class RateLimiter:
         if not decision.allowed:
             RATE_LIMIT_LIMITED.inc()
             if policy.name == LOGIN_POLICY:
-                # Only the login route uses the per-IP login policy. The per-account one also guards
-                # password changes, so the login handler counts its refusals itself.
+                # Only the login routes (/auth/login and /auth/token) use the per-IP login policy. The
+                # per-account one also guards password changes, so the login handler counts its
+                # refusals itself.
                 LOGIN_LIMITED.inc()
             raise TooManyRequestsException(
                 "Too many requests; retry after the number of seconds in Retry-After.",
