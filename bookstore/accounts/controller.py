@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Final
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
@@ -35,6 +36,7 @@ from bookstore.core.tokens import TokenCodec
 __all__ = ["AuthController", "UsersController"]
 
 _FORM = "application/x-www-form-urlencoded"
+_UTF8_NAMES = frozenset({"utf-8", "utf8"})
 _NO_STORE = CacheControlHeader(no_store=True)
 
 
@@ -48,11 +50,22 @@ async def _require_json_credentials(request: Request[Any, Any, Any]) -> None:
 
 
 async def _require_form(request: Request[Any, Any, Any]) -> None:
-    """``before_request`` hook: 415 for anything but the form, which Litestar would read as an empty one."""
-    if request.content_type[0] != _FORM:
+    """``before_request`` hook: 415 for anything but a UTF-8 form (Litestar would read another body
+    as an empty form, and decode any charset as UTF-8); 400 for bytes that are not UTF-8.
+
+    Litestar decodes the form's percent-escapes with replacement characters: two different invalid
+    byte strings would reach the password check as the same password.
+    """
+    media_type, options = request.content_type
+    if media_type != _FORM or options.get("charset", "utf-8").lower() not in _UTF8_NAMES:
         raise UnsupportedMediaTypeError(
-            f"Send the OAuth2 password form as {_FORM}, or JSON credentials to {LOGIN_PATH}."
+            f"Send the OAuth2 password form as {_FORM} (UTF-8), or JSON credentials to {LOGIN_PATH}."
         )
+    try:
+        for pair in (await request.body()).split(b"&"):
+            unquote_to_bytes(pair.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid_input("must be UTF-8 once percent-decoded", key=None, source="body") from None
 
 
 async def _count_password_check(rate_limiter: RateLimiter, normalised_email: str) -> None:

@@ -128,6 +128,35 @@ async def test_token_route_refuses_json_and_names_the_login_route(client: ApiCli
     assert LOGIN in assert_problem(response, 415)["detail"]
 
 
+async def test_token_route_refuses_bytes_that_are_not_utf8(client: ApiClient) -> None:
+    # Decoded with replacement characters, different invalid byte strings would all reach the
+    # password check as the same password ("\ufffd" each).
+    password = "\ufffd" * 8
+    registered = await client.post("/api/v1/auth/register", json={"email": unique_email(), "password": password})
+    assert registered.status_code == 201
+    email = registered.json()["email"]
+    body = f"username={email}&password=%ff%fe%80%81%c0%c1%f5%ff"
+    response = await client.post(TOKEN, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert assert_problem(response, 400)["detail"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_token_route_refuses_a_form_in_another_charset(client: ApiClient) -> None:
+    user = await client.register()
+    response = await client.post(
+        TOKEN,
+        content=f"username={user['email']}&password={PASSWORD}",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=iso-8859-1"},
+    )
+    assert "UTF-8" in assert_problem(response, 415)["detail"]
+    utf8 = await client.post(
+        TOKEN,
+        content=f"username={user['email']}&password={PASSWORD}",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8"},
+    )
+    assert utf8.status_code == 200
+
+
 async def test_token_route_refuses_a_wrong_password_like_login(client: ApiClient) -> None:
     user = await client.register()
     by_form = await client.post(TOKEN, data={"username": user["email"], "password": "not the password"})
