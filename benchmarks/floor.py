@@ -133,7 +133,7 @@ SQL_INSERT = (
     "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size"
 )
 SQL_UPDATE_PRICE = (
-    "UPDATE book SET price = $1, version = version + 1, updated_at = now() WHERE id = $2 "
+    "UPDATE book SET price = $1 WHERE id = $2 "
     "RETURNING id, title, author, publish_date, isbn, price, created_at, updated_at, created_by, stock, version, "
     "cover_key, cover_content_type, cover_width, cover_height, cover_size, cover_thumbnail_key, cover_thumbnail_size"
 )

@@ -418,13 +418,18 @@ async def _explain_refusal(book_id: int, actor: Actor) -> Exception:
 async def update_book(
     book_id: int, changes: Mapping[str, Any], actor: Actor, expected_versions: list[int] | None
 ) -> tuple[Book, int]:
-    """Apply ``changes`` (field name -> value) if the guard holds; bump version and updated_at."""
+    """Apply ``changes`` (field name -> value) if the guard holds.
+
+    The table's trigger bumps version and updated_at when a value actually changes (for every
+    writer, not just this one), so re-sending the current values keeps the version.
+    """
     unknown = set(changes) - _WRITABLE_COLUMNS
     if unknown:
         raise ValueError(f"not writable: {sorted(unknown)}")
+    if not changes:
+        raise ValueError("no changes to write")
     statement = _Statement()
     assignments = [f"{column} = {statement.param(value)}" for column, value in changes.items()]
-    assignments += ["version = version + 1", "updated_at = now()"]
     _guard(statement, book_id, actor, expected_versions)
     sql = f"UPDATE book SET {', '.join(assignments)}{statement.where()} RETURNING {_COLUMNS}"
     row = await _write(sql, *statement.args)

@@ -47,7 +47,8 @@ class BookTable(Table, tablename="book"):
     stock = Integer(default=0)
     # The backstop behind the orders' conditional decrements: a bug cannot sell copies that do not exist.
     book_stock_non_negative = Check(stock >= 0)
-    # Optimistic concurrency: bumped by every write, exposed as the ETag.
+    # Optimistic concurrency, exposed as the ETag: the book_bump_version trigger bumps it on every
+    # change, whoever writes (API, orders, admin panel, SQL).
     version = Integer(default=1)
     # The cover image, all null without one: storage keys (content hashes) of the stored image and
     # its thumbnail, and what GET /cover answers with, so serving it never opens the image.

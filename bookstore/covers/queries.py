@@ -42,11 +42,11 @@ _COVER_COLUMNS: Final = (
 GET_COVER: Final = f"SELECT {_COVER_COLUMNS} FROM book WHERE id = $1"  # noqa: S608 - composed of constants only
 # The row lock serialises the cover writes of one book (and a concurrent delete of the book).
 LOCK_BOOK: Final = f"SELECT created_by, {_COVER_COLUMNS} FROM book WHERE id = $1 FOR NO KEY UPDATE"  # noqa: S608 - constants only
-# A cover change changes the book's representation (`cover_url`), so it is a new version.
+# A cover change changes the book's representation (`cover_url`): the table's trigger gives it a
+# new version.
 SET_COVER: Final = (
     "UPDATE book SET cover_key = $2, cover_content_type = $3, cover_width = $4, cover_height = $5, "
-    "cover_size = $6, cover_thumbnail_key = $7, cover_thumbnail_size = $8, version = version + 1, "
-    "updated_at = now() WHERE id = $1"
+    "cover_size = $6, cover_thumbnail_key = $7, cover_thumbnail_size = $8 WHERE id = $1"
 )
 LOCK_KEY: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 # Two lookups, each on its own partial index (an OR would scan the table).

@@ -95,13 +95,13 @@ WHERE user_id = $1 AND key = $2 AND expires_at > now()"""
 LOCK_BOOKS = "SELECT id, title, price, stock FROM book WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
 
 # $1 user, $2 book ids (ascending, locked), $3 quantities, $4 titles, $5 unit prices, $6 total.
-# Every book changes version and updated_at with its stock, so that its ETag stays truthful.
+# The book table's trigger gives every book whose stock changes a new version (ETag) and updated_at.
 PLACE_ORDER = """\
 WITH line AS (
     SELECT * FROM unnest($2::bigint[], $3::integer[], $4::text[], $5::numeric[]) WITH ORDINALITY
         AS line (book_id, quantity, title, unit_price, line_number)
 ), taken AS (
-    UPDATE book SET stock = book.stock - line.quantity, version = book.version + 1, updated_at = now()
+    UPDATE book SET stock = book.stock - line.quantity
     FROM line WHERE book.id = line.book_id
 ), placed AS (
     INSERT INTO book_order (user_id, total) VALUES ($1, $6) RETURNING id, created_at
@@ -158,9 +158,9 @@ ORDER BY i.id"""  # noqa: S608 - composed of constants only
 # $1 order, $2 owner (NULL: any owner): why a cancel changed nothing.
 ORDER_STATUS = "SELECT status FROM book_order WHERE id = $1 AND ($2::integer IS NULL OR user_id = $2)"
 # $1 book ids (locked first with LOCK_BOOKS, in id order), $2 quantities. Books deleted since the
-# order was placed are simply not there.
+# order was placed are simply not there; the others get a new version from the table's trigger.
 RESTOCK_BOOKS = """\
-UPDATE book SET stock = book.stock + line.quantity, version = book.version + 1, updated_at = now()
+UPDATE book SET stock = book.stock + line.quantity
 FROM unnest($1::bigint[], $2::integer[]) AS line (book_id, quantity)
 WHERE book.id = line.book_id"""
 

@@ -328,9 +328,15 @@ async def test_update_by_the_owner_changes_the_fields_and_bumps_the_version(owne
 
 
 async def test_update_sets_updated_at(owner: Actor, book: Book) -> None:
-    await BookTable.update({BookTable.updated_at: EARLIER}).where(BookTable.id == book.id)
+    # The table's trigger sets updated_at and ignores any value written into it, so the time of
+    # the insert (an earlier transaction) is the one to compare with.
     updated, _ = await update_book(book.id, {"title": "Changed"}, owner, None)
-    assert updated.updated_at > EARLIER
+    assert updated.updated_at > book.updated_at
+
+
+async def test_update_to_the_current_values_keeps_the_version_and_updated_at(owner: Actor, book: Book) -> None:
+    unchanged, version = await update_book(book.id, {"title": book.title, "price": book.price}, owner, [1])
+    assert (unchanged, version) == (book, 1)
 
 
 async def test_each_update_bumps_the_version_once(owner: Actor, book: Book) -> None:
@@ -377,6 +383,12 @@ async def test_update_of_a_column_that_is_not_writable_raises_value_error(
     with pytest.raises(ValueError, match="not writable"):
         await update_book(book.id, {column: 1}, owner, None)
     assert await get_book(book.id) == (book, 1)
+
+
+async def test_update_without_changes_raises_value_error(owner: Actor, book: Book) -> None:
+    # The version is the trigger's, so an update naming no column would be an empty SET.
+    with pytest.raises(ValueError, match="no changes"):
+        await update_book(book.id, {}, owner, None)
 
 
 # --- refusals shared by update and delete ---------------------------------------------------
