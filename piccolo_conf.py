@@ -5,10 +5,20 @@ their embedded PostgreSQL before anything imports this module.
 """
 
 import os
+from typing import Any
 
-from piccolo.conf.apps import AppRegistry
 from piccolo.engine.postgres import PostgresEngine
 
 DB = PostgresEngine(config={"dsn": os.environ.get("DATABASE_URL", "")})
 
-APP_REGISTRY = AppRegistry(apps=["bookstore.piccolo_app"])
+_APPS = ["bookstore.piccolo_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # APP_REGISTRY is built on first use (migrations, the piccolo CLI): its module imports black,
+    # which the API's workers, reading only DB, need not load.
+    if name == "APP_REGISTRY":
+        from piccolo.conf.apps import AppRegistry
+
+        return AppRegistry(apps=_APPS)
+    raise AttributeError(name)
