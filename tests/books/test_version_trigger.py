@@ -1,12 +1,14 @@
 """A book's version (its ETag) and ``updated_at`` belong to the database: its trigger bumps them
 exactly once for every real change, whoever writes (the API, orders, covers, the Piccolo admin,
-psql) and whatever the writer put into them, and keeps both for a save that changes nothing."""
+psql), keeps both for a save that changes nothing, and refuses a write stating a version other
+than the current one (a form loaded before another write)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from piccolo.columns import Column
 
@@ -64,15 +66,10 @@ async def test_a_raw_sql_price_change_bumps_the_version_once_and_updated_at(book
 
 @pytest.mark.parametrize(
     "assignments",
-    [
-        "version = 1",
-        "version = 99",
-        "version = version + 1",
-        "version = 2, updated_at = '2000-01-01T00:00:00Z'",
-    ],
-    ids=["stale", "forged", "own-bump", "current-and-stale-time"],
+    ["version = 2", "version = version + 1", "version = 2, updated_at = '2000-01-01T00:00:00Z'"],
+    ids=["current", "own-bump", "current-and-stale-time"],
 )
-async def test_a_write_setting_version_itself_still_gets_the_old_version_plus_one(
+async def test_a_write_stating_the_current_version_gets_the_old_version_plus_one(
     book: dict[str, Any], assignments: str
 ) -> None:
     await fetch_one("UPDATE book SET stock = 5 WHERE id = $1", book["id"])
@@ -85,10 +82,24 @@ async def test_a_write_setting_version_itself_still_gets_the_old_version_plus_on
     assert await version_and_updated_at(book["id"]) == (row["version"], row["updated_at"])
 
 
+@pytest.mark.parametrize("version", [1, 4, 99], ids=["stale", "ahead", "forged"])
+async def test_a_write_stating_another_version_is_refused_and_changes_nothing(
+    book: dict[str, Any], version: int
+) -> None:
+    await fetch_one("UPDATE book SET stock = 5 WHERE id = $1", book["id"])
+    before = await version_and_updated_at(book["id"])
+    with pytest.raises(asyncpg.CheckViolationError, match="changed since it was read: it is at version 2"):
+        await fetch_one("UPDATE book SET price = 1.00, version = $2 WHERE id = $1", book["id"], version)
+    assert await version_and_updated_at(book["id"]) == before
+    row = await fetch_one("SELECT price, stock FROM book WHERE id = $1", book["id"])
+    assert row is not None
+    assert (str(row["price"]), row["stock"]) == (book["price"], 5)
+
+
 async def test_an_update_that_changes_nothing_keeps_the_version_and_updated_at(book: dict[str, Any]) -> None:
     before = await version_and_updated_at(book["id"])
     row = await fetch_one(
-        "UPDATE book SET price = price, stock = stock, version = 99, updated_at = $2 WHERE id = $1 "
+        "UPDATE book SET price = price, stock = stock, version = 1, updated_at = $2 WHERE id = $1 "
         "RETURNING version, updated_at",
         book["id"],
         LONG_AGO,
@@ -104,16 +115,16 @@ async def test_an_admin_form_resending_every_column_unchanged_keeps_the_version(
     assert await version_and_updated_at(book["id"]) == before
 
 
-async def test_an_admin_form_resending_a_stale_version_gets_the_next_one(
+async def test_an_admin_form_opened_before_another_write_cannot_undo_it(
     client: ApiClient, owner: Account, book: dict[str, Any]
 ) -> None:
     form = await admin_form(book["id"])
     patched = await client.patch(f"{BOOKS}/{book['id']}", json={"stock": 3}, headers=owner.headers)
     assert patched.headers["etag"] == '"2"'
-    await BookTable.update({**form, "title": "Edited in the admin"}).where(BookTable.id == book["id"])
-    version, updated_at = await version_and_updated_at(book["id"])
-    assert version == 3
-    assert updated_at > datetime.fromisoformat(patched.json()["updated_at"])
+    with pytest.raises(asyncpg.CheckViolationError):
+        await BookTable.update({**form, "title": "Edited in the admin"}).where(BookTable.id == book["id"])
+    served = await client.get(f"{BOOKS}/{book['id']}")
+    assert (served.json()["stock"], served.json()["title"], served.headers["etag"]) == (3, book["title"], '"2"')
 
 
 async def test_if_match_with_the_etag_from_before_a_raw_sql_write_is_412(
