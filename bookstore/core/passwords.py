@@ -7,6 +7,7 @@ instead of starving every other request of CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from functools import partial
 
@@ -51,16 +52,21 @@ def hash_password_sync(password: str) -> str:
 
 
 def verify_password_sync(stored_hash: str | None, password: str) -> bool:
-    """Check ``password`` against ``stored_hash``; with no hash, spend the same time and fail.
+    """Check ``password`` against ``stored_hash``; with no argon2 hash, spend the same time and fail.
 
     Verifying against a dummy hash for unknown accounts keeps "no such user" and "wrong
-    password" indistinguishable by response time.
+    password" indistinguishable by response time. Anything stored that is not an argon2 hash (an
+    empty string, a plain text written past the service) matches no password at all.
     """
     global _dummy_hash
-    if stored_hash is None and _dummy_hash is None:
-        _dummy_hash = _hasher.hash("timing-equaliser")
+    if stored_hash is None or not stored_hash.startswith(ARGON2_PREFIX):
+        if _dummy_hash is None:
+            _dummy_hash = _hasher.hash("timing-equaliser")
+        with contextlib.suppress(VerifyMismatchError, VerificationError, InvalidHashError):
+            _hasher.verify(_dummy_hash, password)
+        return False
     try:
-        return _hasher.verify(stored_hash or _dummy_hash or "", password) and stored_hash is not None
+        return _hasher.verify(stored_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -65,8 +65,14 @@ def test_verify_without_a_stored_hash_is_false_even_for_the_dummy_password() -> 
     assert verify_password_sync(None, "timing-equaliser") is False
 
 
-def test_verify_against_an_empty_stored_hash_is_false() -> None:
-    assert verify_password_sync("", PASSWORD) is False
+@pytest.mark.parametrize("password", [PASSWORD, "timing-equaliser", ""])
+def test_verify_against_an_empty_stored_hash_is_false(password: str) -> None:
+    # Not even the dummy hash's own password: an empty stored value once matched it.
+    assert verify_password_sync("", password) is False
+
+
+def test_verify_against_a_plain_text_stored_value_is_false() -> None:
+    assert verify_password_sync(PASSWORD, PASSWORD) is False
 
 
 @pytest.mark.parametrize("stored", ["not-a-hash", "$argon2id$garbage", "$2b$12$abcdefghijklmnopqrstuv"])
