@@ -11,7 +11,8 @@ from piccolo.engine.postgres import PostgresEngine
 
 DB = PostgresEngine(config={"dsn": os.environ.get("DATABASE_URL", "")})
 
-_APPS = ["bookstore.piccolo_app"]
+# The apps: ours, and piccolo_api's session table, where the admin panel keeps its logins.
+_APPS = ["bookstore.piccolo_app", "piccolo_api.session_auth.piccolo_app"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The ``bookstore`` command: serve, migrate, createsuperuser, seed, openapi.
+"""The ``bookstore`` command: serve, admin, migrate, createsuperuser, seed, openapi.
 
 Without ``DATABASE_URL`` every command uses a private embedded PostgreSQL under the data
 directory (``BOOKSTORE_DATA_DIR``, default ``./.bookstore``), started and stopped by the command.
@@ -7,10 +7,12 @@ directory (``BOOKSTORE_DATA_DIR``, default ``./.bookstore``), started and stoppe
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import ipaddress
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +29,8 @@ from bookstore.settings import Settings, SettingsError, load_settings
 __all__ = ["main"]
 
 APP_FACTORY = "bookstore.app:create_app"
+ADMIN_FACTORY = "bookstore.admin.app:create_admin_app_from_environment"
+DEFAULT_ADMIN_PORT = 8001
 # Open files a worker needs besides its client connections: database pool, Redis, logs, modules.
 _FILE_HEADROOM = 256
 # `serve` options that override a setting for this run, by the setting's environment variable.
@@ -44,6 +48,15 @@ def _settings() -> Settings:
         return load_settings()
     except SettingsError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _check_admin_settings(settings: Settings, hint: str = "") -> None:
+    from bookstore.admin.app import check_admin_settings
+
+    try:
+        check_admin_settings(settings)
+    except SettingsError as error:
+        raise click.ClickException(f"{error}{hint}") from None
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -139,20 +152,27 @@ def main() -> None:
     f"[default: BOOKSTORE_LISTEN_BACKLOG or {_setting_default('listen_backlog')}].",
 )
 @click.option(
+    "--admin-port",
+    default=DEFAULT_ADMIN_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Also serve the admin panel on this port, in a process of its own (`bookstore admin`); 0: do not.",
+)
+@click.option(
     "--shutdown-timeout",
     type=int,
     help="Seconds a worker has after SIGTERM to finish its requests and close its connections before "
     f"it is killed [default: BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS or {_setting_default('shutdown_timeout_seconds')}].",
 )
-def serve(host: str, port: int, workers: int, **overrides: float | int | None) -> None:
-    """Apply pending migrations, then serve the API with Granian."""
-    from litestar.cli.main import litestar_group
-
+def serve(host: str, port: int, workers: int, admin_port: int, **overrides: float | int | None) -> None:
+    """Apply pending migrations, then serve the API with Granian (and the admin panel beside it)."""
     from bookstore.core.metrics import multiprocess_directory
 
     # Through the environment, so that the workers' own settings see them and one place validates.
     os.environ.update({_SERVE_OVERRIDES[name]: str(value) for name, value in overrides.items() if value is not None})
     settings = _settings()
+    if admin_port:
+        _check_admin_settings(settings, hint=" (or serve without the admin panel: --admin-port 0)")
     enough_files = _raise_open_file_limit(settings.max_connections_per_worker)
     # The workers' metric files go to a directory of this run's own, so a scrape sums all workers.
     with _database(settings) as url, multiprocess_directory():
@@ -163,6 +183,10 @@ def serve(host: str, port: int, workers: int, **overrides: float | int | None) -
         click.echo(f"API:      {base}/api/v1/books")
         if settings.docs_enabled:
             click.echo(f"Docs:     {base}/docs  (OpenAPI: {base}/docs/openapi.json)")
+        if admin_port:
+            click.echo(
+                f"Admin:    http://{_browsable_host(host)}:{admin_port}/admin/  (accounts: `bookstore createsuperuser`)"
+            )
         if not settings.rate_limit_enabled:
             click.echo("Limits:   rate limiting is off (BOOKSTORE_RATE_LIMIT_ENABLED=false)")
         elif settings.redis_url:
@@ -176,35 +200,104 @@ def serve(host: str, port: int, workers: int, **overrides: float | int | None) -
         if not enough_files:
             soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             click.echo(f"Warning:  the open-file limit ({soft_limit}) is too low for that; raise `ulimit -n`")
-        # litestar-granian's `run` supervises the Granian workers and forwards signals to them.
-        litestar_group.main(
-            args=[
-                "--app",
-                APP_FACTORY,
-                "run",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--wc",
-                str(workers),
-                "--workers-kill-timeout",
-                str(settings.shutdown_timeout_seconds),
-                "--http1-header-read-timeout",
-                str(max(1, round(settings.header_read_timeout_seconds * 1000))),
-                "--backpressure",
-                str(settings.max_connections_per_worker),
-                "--backlog",
-                str(settings.listen_backlog),
-                # HTTP/1.1 only and no WebSockets: the API has no sockets and sits behind proxies
-                # speaking HTTP/1.1; skipping the protocol detection saves ~3 % per request.
-                "--http",
-                "1",
-                "--no-ws",
-            ],
-            prog_name="bookstore serve",
-            standalone_mode=False,
-        )
+        with _admin_process(host, admin_port):
+            _serve_api(host, port, workers, settings)
+
+
+@contextmanager
+def _admin_process(host: str, port: int) -> Iterator[None]:
+    """Run ``bookstore admin`` on ``port`` (none if 0) for the duration of the block.
+
+    A process of its own: the admin's FastAPI, pydantic and Jinja stay out of the API's workers.
+    It inherits the environment, so it finds the same database.
+    """
+    if port == 0:
+        yield
+        return
+    command = [sys.executable, "-m", "bookstore", "admin", "--host", host, "--port", str(port), "--no-migrate"]
+    # preexec_fn runs between fork and exec; safe here, before this process starts any thread.
+    end_with_parent = _end_with_parent if sys.platform == "linux" else None
+    admin = subprocess.Popen(command, preexec_fn=end_with_parent)  # noqa: S603 - our own command, no shell
+    try:
+        yield
+    finally:
+        admin.terminate()
+        try:
+            admin.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            admin.kill()
+            admin.wait()
+
+
+def _end_with_parent() -> None:
+    """In the admin's process before it runs: have Linux send it SIGTERM when ``serve`` dies,
+    even by SIGKILL, rather than leave it serving, orphaned, on its port."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _serve_api(host: str, port: int, workers: int, settings: Settings) -> None:
+    from litestar.cli.main import litestar_group
+
+    # litestar-granian's `run` supervises the Granian workers and forwards signals to them.
+    litestar_group.main(
+        args=[
+            "--app",
+            APP_FACTORY,
+            "run",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--wc",
+            str(workers),
+            "--workers-kill-timeout",
+            str(settings.shutdown_timeout_seconds),
+            "--http1-header-read-timeout",
+            str(max(1, round(settings.header_read_timeout_seconds * 1000))),
+            "--backpressure",
+            str(settings.max_connections_per_worker),
+            "--backlog",
+            str(settings.listen_backlog),
+            # HTTP/1.1 only and no WebSockets: the API has no sockets and sits behind proxies
+            # speaking HTTP/1.1; skipping the protocol detection saves ~3 % per request.
+            "--http",
+            "1",
+            "--no-ws",
+        ],
+        prog_name="bookstore serve",
+        standalone_mode=False,
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=DEFAULT_ADMIN_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply pending migrations first.")
+def admin(host: str, port: int, migrate: bool) -> None:
+    """Serve the admin panel (Piccolo admin) at /admin/, in one Granian worker."""
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+
+    from bookstore.admin.app import ADMIN_PATH
+
+    settings = _settings()
+    _check_admin_settings(settings)
+    with _database(settings):
+        if migrate:
+            _migrate()
+        click.echo(f"Admin:    http://{_browsable_host(host)}:{port}{ADMIN_PATH}")
+        Granian(
+            ADMIN_FACTORY,
+            factory=True,
+            interface=Interfaces.ASGI,
+            address=host,
+            port=port,
+            workers=1,
+            http=HTTPModes.http1,
+            websockets=False,
+            workers_kill_timeout=settings.shutdown_timeout_seconds,
+        ).serve()
 
 
 @main.command()

@@ -30,6 +30,8 @@ _ORIGIN = re.compile(
     r"(?P<scheme>https?)://(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::(?P<port>[1-9][0-9]{0,4}))?"
 )
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+# A host name as the admin's CSRF check compares it: the Origin's host, lower-case, without port.
+_HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
 
 
 def _is_origin(text: str) -> bool:
@@ -116,6 +118,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Browser origins (scheme://host[:port]) allowed to call the API from their pages, or "*" for
     # any; none: CORS is off. Never with credentials: the API's bearer tokens need none.
     cors_origins: tuple[str, ...] = ()
+    # Host names (no scheme, no port) the admin panel is reached at. Over HTTPS Piccolo admin's
+    # CSRF check refuses any change whose Origin names another host; `bookstore admin` requires
+    # them in production.
+    admin_allowed_hosts: tuple[str, ...] = ()
     # Strict-Transport-Security max-age on every response; set it only when TLS is terminated in
     # front of the service. 0: the header is not sent. At most two years.
     hsts_seconds: Annotated[int, Meta(ge=0, le=2 * 365 * 24 * 3600)] = 0
@@ -143,6 +149,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise ValueError(
                     f"{bundle} is not a readable file: fetch Scalar's bundle with scripts/fetch-scalar - at "
                     "`$.docs_assets_dir`"
+                )
+        for host in self.admin_allowed_hosts:
+            if not _HOST_NAME.fullmatch(host):
+                raise ValueError(
+                    f"{host!r} is not a host name such as admin.example.com (lower-case, no scheme, no port) - at "
+                    "`$.admin_allowed_hosts`"
                 )
         if "*" in self.cors_origins and len(self.cors_origins) > 1:
             raise ValueError("'*' allows every origin and cannot be combined with others - at `$.cors_origins`")
@@ -211,6 +223,7 @@ _ENV_FIELDS = {
     "BOOKSTORE_AUTH_RATE_LIMIT_WINDOW_SECONDS": "auth_rate_limit_window_seconds",
     "BOOKSTORE_TRUSTED_PROXIES": "trusted_proxies",
     "BOOKSTORE_CORS_ORIGINS": "cors_origins",
+    "BOOKSTORE_ADMIN_ALLOWED_HOSTS": "admin_allowed_hosts",
     "BOOKSTORE_HSTS_SECONDS": "hsts_seconds",
     "BOOKSTORE_METRICS_TOKEN": "metrics_token",
 }
@@ -227,7 +240,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raw: dict[str, object] = {
         field: environ[name] for name, field in _ENV_FIELDS.items() if environ.get(name, "") != ""
     }
-    for listed in ("trusted_proxies", "cors_origins"):  # comma-separated
+    for listed in ("trusted_proxies", "cors_origins", "admin_allowed_hosts"):  # comma-separated
         if isinstance(raw.get(listed), str):
             raw[listed] = [item.strip() for item in str(raw[listed]).split(",") if item.strip()]
     # Checked before anything starts: a container without it must fail, not run a private

@@ -38,7 +38,16 @@ from tests.servers import RedisProcess, redis_server_binary  # noqa: E402
 
 TEST_SECRET = "test-secret-" + "x" * 40
 # Referencing tables before those they reference (CASCADE would empty them anyway).
-_TABLES = ("idempotency_key", "order_item", "book_order", "book", "refresh_token", "auth_session", "app_user")
+_TABLES = (
+    "idempotency_key",
+    "order_item",
+    "book_order",
+    "book",
+    "refresh_token",
+    "auth_session",
+    "sessions",
+    "app_user",
+)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

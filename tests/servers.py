@@ -12,6 +12,7 @@ from typing import NoReturn
 import pytest
 
 from bookstore.testing import (
+    AdminServer,
     BookstoreServer,
     RedisServer,
     ServerError,
@@ -24,7 +25,14 @@ from bookstore.testing import redis_server_binary as find_redis_server
 from bookstore.testing import statement_log as open_statement_log
 from tests.helpers import TEST_SERVER_ENV
 
-__all__ = ["BookstoreProcess", "RedisProcess", "redis_server_binary", "skip_absent_tool", "statement_log"]
+__all__ = [
+    "AdminProcess",
+    "BookstoreProcess",
+    "RedisProcess",
+    "redis_server_binary",
+    "skip_absent_tool",
+    "statement_log",
+]
 
 
 def skip_absent_tool(reason: str) -> NoReturn:
@@ -61,21 +69,45 @@ class RedisProcess(RedisServer):
         super().__init__(directory, binary=binary)
 
 
+def _server_environment(directory: Path, env: dict[str, str] | None) -> dict[str, str]:
+    """The tests' settings for a server of the test database keeping its files in ``directory``."""
+    return {
+        **clean_environment(),
+        **TEST_SERVER_ENV,
+        "BOOKSTORE_DATA_DIR": str(directory / "data"),
+        "BOOKSTORE_SECRET_KEY": "live-server-secret-" + "s" * 32,
+        "BOOKSTORE_DB_POOL_MIN_SIZE": "1",
+        "BOOKSTORE_DB_POOL_MAX_SIZE": "4",
+        **(env or {}),
+    }
+
+
+class AdminProcess(AdminServer):
+    """``bookstore admin`` on the test database with the tests' settings, started when built."""
+
+    def __init__(self, directory: Path, *, env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        super().__init__(_server_environment(directory, env), directory / f"admin-{port}.log", port=port)
+        try:
+            self.start()
+        except ServerError as error:
+            pytest.fail(str(error))
+
+
 class BookstoreProcess(BookstoreServer):
     """``bookstore serve`` on the test database with the tests' settings, started when built."""
 
-    def __init__(self, directory: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, workers: int = 1, env: dict[str, str] | None = None, admin_port: int = 0
+    ) -> None:
         port = free_port()
-        environment = {
-            **clean_environment(),
-            **TEST_SERVER_ENV,
-            "BOOKSTORE_DATA_DIR": str(directory / "data"),
-            "BOOKSTORE_SECRET_KEY": "live-server-secret-" + "s" * 32,
-            "BOOKSTORE_DB_POOL_MIN_SIZE": "1",
-            "BOOKSTORE_DB_POOL_MAX_SIZE": "4",
-            **(env or {}),
-        }
-        super().__init__(environment, directory / f"bookstore-{port}.log", workers=workers, port=port)
+        super().__init__(
+            _server_environment(directory, env),
+            directory / f"bookstore-{port}.log",
+            workers=workers,
+            port=port,
+            admin_port=admin_port,
+        )
         try:
             self.start()
         except ServerError as error:

@@ -14,6 +14,7 @@ from bookstore.accounts.tables import UserTable
 from bookstore.app import render_openapi_document
 from bookstore.books.isbn import normalise_isbn
 from bookstore.books.tables import BookTable
+from bookstore.testing import fetch_rows
 from tests.helpers import PASSWORD, TEST_SERVER_ENV, ApiClient
 
 
@@ -28,13 +29,18 @@ def bookstore(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_createsuperuser_creates_an_admin_who_can_log_in(client: ApiClient, tmp_path: Path) -> None:
+async def test_createsuperuser_creates_an_admin_who_can_log_in(
+    client: ApiClient, tmp_path: Path, database_url: str
+) -> None:
     result = bookstore("createsuperuser", "--email", " Boss@Example.com", "--password", PASSWORD, data_dir=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "boss@example.com" in result.stdout
     tokens = await client.login("boss@example.com")
     me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert me.json()["is_admin"] is True
+    # A superuser as well: the admin panel lets only superusers manage accounts.
+    [row] = fetch_rows(database_url, "SELECT admin, superuser FROM app_user WHERE email = $1", "boss@example.com")
+    assert (row["admin"], row["superuser"]) == (True, True)
 
 
 async def test_createsuperuser_refuses_a_taken_email(client: ApiClient, tmp_path: Path) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import httpx
 
-from bookstore.testing import BookstoreServer, clean_environment
+from bookstore.testing import BookstoreServer, clean_environment, free_port
 from tests.helpers import PASSWORD, TEST_SERVER_ENV, bearer, book_payload
 
 EXIT_TIMEOUT_SECONDS = 30.0
@@ -33,6 +34,18 @@ def listening_addresses(port: int) -> set[str]:
             if fields[3] == _TCP_LISTEN and int(hex_port, 16) == port:
                 addresses.add(address)
     return addresses
+
+
+def wait_for(url: str, timeout: float = 60.0) -> httpx.Response:
+    """The first answer of ``url``, polled every 0.2 s until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=5.0)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def stop(server: BookstoreServer, postmaster_pid: Path) -> None:
@@ -59,7 +72,10 @@ def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
         }
     )
     out_path, err_path = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    server = BookstoreServer(env, out_path, stderr_log=err_path, stop_timeout=EXIT_TIMEOUT_SECONDS)
+    admin_port = free_port()
+    server = BookstoreServer(
+        env, out_path, stderr_log=err_path, stop_timeout=EXIT_TIMEOUT_SECONDS, admin_port=admin_port
+    )
     base_url = server.base_url
     try:
         server.start()
@@ -108,6 +124,12 @@ def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
             assert "json" in docs.headers["content-type"]
             assert docs.json()["openapi"].startswith("3.1")
 
+        # The admin panel, started beside the API on the same embedded database, knows its users.
+        admin_url = f"http://127.0.0.1:{admin_port}/admin/"
+        admin_page = wait_for(admin_url)
+        assert admin_page.status_code == 200
+        assert '<div id="app">' in admin_page.text
+
         returncode = server.stop()  # SIGTERM; SIGKILL (exit code -9) if still running after EXIT_TIMEOUT_SECONDS
         stdout, stderr = out_path.read_text(), err_path.read_text()
         assert returncode in CLEAN_EXIT_CODES, f"exit code {returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
@@ -115,6 +137,8 @@ def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
         assert f"{base_url}/api/v1/books" in stdout
         assert f"{base_url}/docs" in stdout
         assert f"{base_url}/docs/openapi.json" in stdout
+        assert admin_url in stdout
+        assert listening_addresses(admin_port) == set(), "the admin panel outlived `bookstore serve`"
         assert "Traceback" not in stderr, stderr
     finally:
         stop(server, postmaster_pid)

@@ -11,6 +11,8 @@ from bookstore.accounts.emails import MAX_EMAIL_LENGTH, validate_email
 from bookstore.core.validation import field_error
 
 __all__ = [
+    "MAX_PASSWORD_LENGTH",
+    "MIN_PASSWORD_LENGTH",
     "Credentials",
     "CurrentUser",
     "LoginForm",

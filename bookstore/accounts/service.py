@@ -29,6 +29,7 @@ __all__ = [
     "change_profile",
     "create_superuser",
     "delete_user",
+    "end_sessions",
     "get_user",
     "log_in",
     "log_out",
@@ -55,7 +56,7 @@ async def _insert_user(email: str, password: str, *, admin: bool) -> User:
     password_hash = await passwords.hash_password(password)
     try:
         rows = await UserTable.insert(
-            UserTable(username=email, email=email, password=password_hash, admin=admin, active=True)
+            UserTable(username=email, email=email, password=password_hash, admin=admin, superuser=admin, active=True)
         ).returning(*_PUBLIC_COLUMNS)
     except asyncpg.UniqueViolationError as error:
         if is_unique_violation(error):
@@ -69,7 +70,8 @@ async def register_user(email: str, password: str) -> User:
 
 
 async def create_superuser(email: str, password: str) -> User:
-    """Create an administrator (the API never grants admin rights)."""
+    """Create an administrator who may also manage accounts in the admin panel (a superuser); the
+    API never grants admin rights."""
     return await _insert_user(email, password, admin=True)
 
 
@@ -147,6 +149,12 @@ async def refresh_session(codec: TokenCodec, refresh_token: str) -> TokenPair:
 
 async def _revoke_sessions(condition: Any) -> None:
     await SessionTable.update({SessionTable.revoked_at: _now()}).where(condition & SessionTable.revoked_at.is_null())
+
+
+async def end_sessions(user_id: int) -> None:
+    """Revoke every API session of the user (its access and refresh tokens die with them): what a
+    password set by someone else, in the admin panel, must do."""
+    await _revoke_sessions(SessionTable.user == user_id)
 
 
 async def log_out(user: CurrentUser) -> None:

@@ -11,6 +11,7 @@ from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
 from bookstore.accounts.emails import MAX_EMAIL_LENGTH, normalise_email
+from bookstore.accounts.schemas import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from bookstore.core import passwords
 
 __all__ = ["RefreshTokenTable", "SessionTable", "UserTable"]
@@ -24,6 +25,10 @@ class UserTable(BaseUser, tablename="app_user"):
     PBKDF2. ``BaseUser`` hashes any password not in *its* format on ``__init__`` and
     ``__setattr__``, so both are overridden to leave argon2 hashes alone.
     """
+
+    # The API's rules, for passwords set anywhere else too (the admin panel).
+    _min_password_length = MIN_PASSWORD_LENGTH
+    _max_password_length = MAX_PASSWORD_LENGTH
 
     username = Varchar(length=MAX_EMAIL_LENGTH, unique=True)
     email = Varchar(length=MAX_EMAIL_LENGTH, unique=True)
@@ -51,6 +56,8 @@ class UserTable(BaseUser, tablename="app_user"):
     def _validate_password(cls, password: str) -> None:
         if password and password.startswith(passwords.ARGON2_PREFIX):
             raise ValueError("Do not pass a hashed password.")
+        if "\x00" in password:
+            raise ValueError("The password must not contain NUL characters.")
         super()._validate_password(password)
 
     @classmethod

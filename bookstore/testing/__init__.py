@@ -7,6 +7,7 @@ executes during a block. Nothing here imports pytest; a missing program raises
 from bookstore.testing.postgres import PostgresServer, StatementLog, fetch_rows, statement_log
 from bookstore.testing.servers import (
     LOOPBACK,
+    AdminServer,
     BookstoreServer,
     HttpServer,
     RedisServer,
@@ -21,6 +22,7 @@ from bookstore.testing.servers import (
 
 __all__ = [
     "LOOPBACK",
+    "AdminServer",
     "BookstoreServer",
     "HttpServer",
     "PostgresServer",

@@ -1,5 +1,5 @@
-"""Real servers on loopback for tests and benchmarks: ``bookstore serve``, redis-server, and any
-other HTTP server command.
+"""Real servers on loopback for tests and benchmarks: ``bookstore serve``, ``bookstore admin``,
+redis-server, and any other HTTP server command.
 
 Each runs in a session of its own (the terminal's Ctrl-C reaches only the caller, which stops it),
 writes its output to a log file, is ready when it answers, and is stopped with SIGTERM, then
@@ -31,6 +31,7 @@ from bookstore.testing.processes import process_group, process_tree, start_time
 
 __all__ = [
     "LOOPBACK",
+    "AdminServer",
     "BookstoreServer",
     "HttpServer",
     "RedisServer",
@@ -239,7 +240,8 @@ class HttpServer(ServerProcess):
 
 class BookstoreServer(HttpServer):
     """``python -m bookstore serve`` on a loopback port (a free one unless given), with exactly the
-    environment ``env``; ready when ``/health/ready`` answers 200."""
+    environment ``env``, with the admin panel on ``admin_port`` (none if 0); ready when
+    ``/health/ready`` answers 200."""
 
     def __init__(
         self,
@@ -252,12 +254,13 @@ class BookstoreServer(HttpServer):
         cwd: Path | None = None,
         ready_timeout: float = 60.0,
         stop_timeout: float = 30.0,
+        admin_port: int = 0,
     ) -> None:
         port = port or free_port()
         argv = [sys.executable, "-m", "bookstore", "serve", "--host", LOOPBACK, "--port", str(port)]
         super().__init__(
             "bookstore serve",
-            [*argv, "--workers", str(workers)],
+            [*argv, "--workers", str(workers), "--admin-port", str(admin_port)],
             port=port,
             env=env,
             log=log,
@@ -266,6 +269,26 @@ class BookstoreServer(HttpServer):
             stderr_log=stderr_log,
             cwd=cwd,
             stop_timeout=stop_timeout,
+        )
+
+
+class AdminServer(HttpServer):
+    """``python -m bookstore admin`` on a loopback port (a free one unless given), with exactly the
+    environment ``env``; ready when ``/admin/`` answers 200 (not the login page, which Piccolo's
+    login limiter counts)."""
+
+    def __init__(
+        self, env: Mapping[str, str], log: Path, *, port: int | None = None, ready_timeout: float = 60.0
+    ) -> None:
+        port = port or free_port()
+        super().__init__(
+            "bookstore admin",
+            [sys.executable, "-m", "bookstore", "admin", "--host", LOOPBACK, "--port", str(port)],
+            port=port,
+            env=env,
+            log=log,
+            ready_path="/admin/",
+            ready_timeout=ready_timeout,
         )
 
 

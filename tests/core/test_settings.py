@@ -440,3 +440,23 @@ def test_hsts_is_off_by_default_and_bounded(tmp_path: Path) -> None:
     for value in ("-1", str(2 * 365 * 24 * 3600 + 1), "a year"):
         with pytest.raises(SettingsError, match="BOOKSTORE_HSTS_SECONDS"):
             load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_HSTS_SECONDS=value))
+
+
+def test_admin_allowed_hosts_are_read_as_a_comma_separated_list_of_host_names(tmp_path: Path) -> None:
+    assert load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET)).admin_allowed_hosts == ()
+    settings = load_settings(
+        environ(
+            tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_ADMIN_ALLOWED_HOSTS=" admin.example.com, localhost,::1 "
+        )
+    )
+    assert settings.admin_allowed_hosts == ("admin.example.com", "localhost", "::1")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["https://admin.example.com", "admin.example.com:8001", "Admin.Example.com", "admin.example.com/admin", "*"],
+)
+def test_admin_allowed_hosts_must_be_bare_host_names(tmp_path: Path, value: str) -> None:
+    # The CSRF check compares them with the Origin's host name: anything else could never match.
+    with pytest.raises(SettingsError, match="BOOKSTORE_ADMIN_ALLOWED_HOSTS"):
+        load_settings(environ(tmp_path, BOOKSTORE_SECRET_KEY=SECRET, BOOKSTORE_ADMIN_ALLOWED_HOSTS=value))
