@@ -84,9 +84,10 @@ def _option(command: list[str], name: str) -> str:
 
 
 def describe(compose: dict[str, Any]) -> Diagram:
-    """The stack as nodes and edges: clients, the proxy, each API replica, the stores, the migration."""
+    """The stack as nodes and edges: clients, the proxy, each API replica, the admin panel, the
+    stores, the migration."""
     services = compose["services"]
-    proxy, api, migrate = services["proxy"], services["api"], services["migrate"]
+    proxy, api, admin, migrate = services["proxy"], services["api"], services["admin"], services["migrate"]
     replicas = int(api["deploy"]["replicas"])
     workers = _option(api["command"], "--workers")
     port = _option(api["command"], "--port")
@@ -100,11 +101,13 @@ def describe(compose: dict[str, Any]) -> Diagram:
     nodes = [
         Node("clients", ("API clients", "/api/v1"), "client"),
         Node("browsers", ("browsers", "/docs (Scalar, OpenAPI)"), "client"),
+        Node("staff", ("shop staff", "/admin/ (Piccolo admin)"), "client"),
         Node("proxy", ("proxy", proxy["image"], f"{proxy_address}, publishes {published}"), "service"),
         *(
             Node(replica, (f"api replica {number}", f"Granian :{port}, {workers} workers"), "service")
             for number, replica in enumerate(replica_ids, start=1)
         ),
+        Node("admin", ("admin", f"bookstore admin :{_option(admin['command'], '--port')}, 1 worker"), "service"),
         Node("postgres", ("postgres", services["postgres"]["image"], f"volume {postgres_volume}"), "store"),
         Node("redis", ("redis", services["redis"]["image"], "rate-limit counters"), "store"),
         Node("migrate", ("migrate, one-shot", " ".join(["bookstore", *migrate["command"]])), "job"),
@@ -112,9 +115,13 @@ def describe(compose: dict[str, Any]) -> Diagram:
     edges = [
         Edge("clients", "proxy", "HTTP"),
         Edge("browsers", "proxy", "HTTP"),
+        Edge("staff", "proxy", "HTTP"),
         *(Edge("proxy", replica, "round robin" if index == 0 else "") for index, replica in enumerate(replica_ids)),
         *(Edge(replica, "postgres", "SQL" if index == 0 else "") for index, replica in enumerate(replica_ids)),
         *(Edge(replica, "redis", "counters" if index == 0 else "") for index, replica in enumerate(replica_ids)),
+        Edge("proxy", "admin", "/admin/*"),
+        Edge("admin", "postgres", "books, accounts, sessions"),
+        Edge("admin", "redis", "login counters"),
         Edge("migrate", "postgres", "schema, before the API starts"),
     ]
     group = Group("api", f"api: {replicas} replicas of {api['image']}", replica_ids)

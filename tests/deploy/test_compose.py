@@ -3,13 +3,16 @@ code without a container engine (none exists here).
 
 The `migrate` service's command line (the image's ENTRYPOINT + the service's command, with the
 image's and the service's environment) runs against an empty database of the tests' PostgreSQL,
-and so do the `docker compose run --rm migrate …` commands the README documents. The rest reads
-the files: what compose would do with them is validated by `check-jsonschema` in .ci/run; what
-a container engine would do with them was not run here.
+and so do the `docker compose run --rm migrate …` commands the README documents; the `admin`
+service's command line then serves the admin panel from that database, probed by its health check.
+The rest reads the files (the Caddyfile also through `caddy adapt`): what compose would do with
+them is validated by `check-jsonschema` in .ci/run; what a container engine would do with them was
+not run here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -25,18 +28,31 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import msgspec
 import pytest
 import yaml
+from granian.http import HTTP1Settings
 from litestar_granian.supervisor import _KILL_GRACE_PERIOD
 from piccolo.apps.migrations.commands.base import BaseMigrationManager
 
+from bookstore.admin.app import check_admin_settings
+from bookstore.admin.login_limits import LOGIN_PATH
+from bookstore.cli import main as bookstore_command
 from bookstore.piccolo_app import APP_CONFIG
-from bookstore.settings import _ENV_FIELDS, Settings
-from bookstore.testing import fetch_rows
-from tests.deploy.test_image import local_environment, read_image, read_stages
+from bookstore.settings import _ENV_FIELDS, Settings, load_settings
+from bookstore.testing import HttpServer, ServerError, fetch_rows, free_port
+from bookstore.testing.processes import process_tree
+from tests.deploy.test_image import (
+    local_command,
+    local_environment,
+    local_healthcheck,
+    option,
+    read_image,
+    read_stages,
+)
 from tests.helpers import PASSWORD
-from tests.servers import skip_absent_tool
+from tests.servers import RedisProcess, skip_absent_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -55,6 +71,13 @@ FIXED_SETTINGS = {
 }
 # Only the embedded database and the development secret live in the data directory.
 UNUSED_SETTINGS = {"BOOKSTORE_DATA_DIR"}
+# Settings compose.yaml passes on from .env with a default of the stack's own.
+STACK_DEFAULTS = {"BOOKSTORE_ADMIN_ALLOWED_HOSTS": "localhost"}
+ADMIN_EMAIL = "admin@example.com"
+# The stack's services that run the image and keep running (`migrate` runs once).
+IMAGE_SERVERS = ("api", "admin")
+# The image's services, one-shot included.
+IMAGE_SERVICES = (*IMAGE_SERVERS, "migrate")
 SETTING_DEFAULTS = {field.name: field.default for field in msgspec.structs.fields(Settings)}
 # Compose's ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error} and ${NAME?error}.
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<operator>:?[-?])(?P<argument>[^}]*))?\}")
@@ -121,10 +144,6 @@ def load_diagram_script() -> ModuleType:
     return module
 
 
-def option(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
-
-
 def seconds(duration: str) -> float:
     match = re.fullmatch(r"(\d+)s", duration)
     assert match, f"{duration!r}: expected whole seconds such as 30s"
@@ -168,6 +187,59 @@ def run_migrate_service(
     assert program, f"{entrypoint[0]} is not on the image's PATH"
     argv = [program, *entrypoint[1:], *(service["command"] if command is None else command)]
     return subprocess.run(argv, env=env, cwd=workdir, capture_output=True, text=True, timeout=120, check=False)
+
+
+def healthcheck_url(test: list[str]) -> str:
+    """The URL a health check of the image's python asks."""
+    match = re.search(r"urlopen\('([^']+)'", test[-1])
+    assert match, f"{test}: expected python urllib asking one URL"
+    return match.group(1)
+
+
+def start_admin_service(compose: dict[str, Any], database_url: str, redis_url: str, directory: Path) -> HttpServer:
+    """What the `admin` container runs: ENTRYPOINT + the service's command with the image's ENV and
+    the service's environment, on this machine: the stack's database and Redis replaced by the
+    given ones, its port by a free loopback one. Ready when its health check's URL answers 200."""
+    service = compose["services"]["admin"]
+    environment = {**service["environment"], "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    workdir = directory / "workdir"
+    workdir.mkdir(parents=True)
+    env = local_environment(read_image(), **environment)
+    entrypoint = read_stages()[-1].exec_form("ENTRYPOINT")
+    port = free_port()
+    url = urlsplit(healthcheck_url(service["healthcheck"]["test"]))
+    server = HttpServer(
+        "bookstore admin (admin service command)",
+        local_command([*entrypoint, *service["command"]], env, image_port=url.port or 80, port=port),
+        port=port,
+        env=env,
+        log=directory / "stdout.log",
+        stderr_log=directory / "stderr.log",
+        cwd=workdir,
+        ready_path=url.path,
+    )
+    try:
+        server.start()
+    except ServerError as error:
+        pytest.fail(str(error))
+    return server
+
+
+def resident_mebibytes(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB."""
+    total_kib = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):  # one that has just exited holds nothing
+            status = Path(f"/proc/{member}/status").read_text().splitlines()
+            total_kib += sum(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return total_kib / 1024
+
+
+def compose_bytes(size: str) -> int:
+    """A compose byte value such as 256M or 1g."""
+    match = re.fullmatch(r"(\d+)([bkmg]?)", size.lower())
+    assert match, f"{size!r}: expected a size such as 256M"
+    return int(match.group(1)) * 1024 ** "bkmg".index(match.group(2) or "b")
 
 
 def public_tables(database_url: str) -> set[str]:
@@ -249,6 +321,27 @@ def test_api_command_is_the_image_command(compose: dict[str, Any]) -> None:
     assert compose["services"]["api"]["command"] == read_stages()[-1].exec_form("CMD")
 
 
+def test_admin_runs_once_from_the_image_the_migrate_service_builds(compose: dict[str, Any]) -> None:
+    """One replica: Piccolo admin's own login limiter counts in the process's memory."""
+    admin, migrate = compose["services"]["admin"], compose["services"]["migrate"]
+    assert admin["image"] == migrate["image"]
+    assert "build" not in admin
+    assert admin["pull_policy"] == "never"
+    assert admin.get("deploy", {}).get("replicas", 1) == 1
+    assert admin["restart"] == "unless-stopped"
+
+
+def test_admin_command_serves_the_admin_panel_without_migrating(compose: dict[str, Any]) -> None:
+    """`bookstore admin` parses it (unknown or misspelt options fail here), on a port the image
+    exposes, on every interface, leaving migrations to the migrate service."""
+    command = compose["services"]["admin"]["command"]
+    assert command[0] == "admin"
+    parsed = bookstore_command.commands["admin"].make_context("admin", list(command[1:])).params
+    assert parsed["host"] == "0.0.0.0"  # noqa: S104 - checks the container listens on every interface; binds nothing
+    assert parsed["port"] in read_image().ports
+    assert parsed["migrate"] is False
+
+
 def test_migrate_service_runs_once(compose: dict[str, Any]) -> None:
     migrate = compose["services"]["migrate"]
     assert migrate["command"] == ["migrate"]
@@ -257,17 +350,21 @@ def test_migrate_service_runs_once(compose: dict[str, Any]) -> None:
 
 
 def test_only_the_proxy_publishes_ports(compose: dict[str, Any]) -> None:
+    """The API and the admin panel are reached through the proxy, at one origin."""
     publishing = {name for name, service in compose["services"].items() if service.get("ports")}
     assert publishing == {"proxy"}
     assert compose["services"]["proxy"]["ports"] == ["8080:80"]
+    assert all("expose" not in service for service in compose["services"].values())
 
 
-def test_api_trusts_forwarded_addresses_from_the_proxy_only(compose: dict[str, Any]) -> None:
-    api, proxy = compose["services"]["api"], compose["services"]["proxy"]
+@pytest.mark.parametrize("name", IMAGE_SERVERS)
+def test_server_trusts_forwarded_addresses_from_the_proxy_only(compose: dict[str, Any], name: str) -> None:
+    """Rate limits (the admin's logins included) count the client the proxy names, not the proxy."""
+    service, proxy = compose["services"][name], compose["services"]["proxy"]
     [(network, attachment)] = proxy["networks"].items()
     address = ip_address(attachment["ipv4_address"])
-    assert api["environment"]["BOOKSTORE_TRUSTED_PROXIES"] == f"{address}/32"
-    assert network in api["networks"]
+    assert service["environment"]["BOOKSTORE_TRUSTED_PROXIES"] == f"{address}/32"
+    assert network in service["networks"]
     [subnet] = [ip_network(pool["subnet"]) for pool in compose["networks"][network]["ipam"]["config"]]
     assert address in subnet
 
@@ -290,7 +387,10 @@ def test_services_start_in_order(compose: dict[str, Any]) -> None:
         "redis": "service_healthy",
         "migrate": "service_completed_successfully",
     }
+    # The admin panel needs what the API needs, and serves the schema the migration made.
+    assert conditions["admin"] == conditions["api"]
     assert conditions["migrate"] == {"postgres": "service_healthy"}
+    # Not the admin: the API is served whether the admin panel is up or not.
     assert conditions["proxy"] == {"api": "service_healthy"}
 
 
@@ -308,6 +408,29 @@ def test_every_service_waited_for_as_healthy_has_a_health_check(compose: dict[st
     # The API's is the image's HEALTHCHECK (GET /health).
     assert "healthcheck" not in services["api"]
     assert read_image().healthcheck
+
+
+@pytest.mark.parametrize("name", IMAGE_SERVERS)
+def test_every_server_of_the_image_is_checked_on_its_own_port(compose: dict[str, Any], name: str) -> None:
+    """The image's HEALTHCHECK asks the API's port: a service listening on another one brings its own."""
+    service, image = compose["services"][name], read_image()
+    test = service["healthcheck"]["test"] if "healthcheck" in service else ["CMD", *image.healthcheck]
+    assert test[0] == "CMD"  # exec form: the image has no shell to spare
+    url = urlsplit(healthcheck_url(test))
+    assert (url.hostname, url.port) == ("127.0.0.1", int(option(service["command"], "--port")))
+
+
+def test_admin_health_check_asks_a_page_piccolos_login_limiter_does_not_count(compose: dict[str, Any]) -> None:
+    """Piccolo admin counts every request to its login path, GETs included, and blocks the address
+    for minutes after 20 in 5 minutes: a health check there would mark the admin unhealthy."""
+    healthcheck = compose["services"]["admin"]["healthcheck"]
+    path = urlsplit(healthcheck_url(healthcheck["test"])).path
+    assert not path.startswith(LOGIN_PATH)
+    assert seconds(healthcheck["timeout"]) < seconds(healthcheck["interval"])
+    # The request gives up before Docker gives up on the check, so a hung admin reads as a failure.
+    match = re.search(r"timeout=(\d+)\)", healthcheck["test"][-1])
+    assert match
+    assert float(match.group(1)) < seconds(healthcheck["timeout"])
 
 
 def test_postgres_health_check_asks_over_tcp(compose: dict[str, Any]) -> None:
@@ -331,11 +454,46 @@ def test_api_stop_grace_period_outlasts_the_shutdown_timeout(compose: dict[str, 
     assert seconds(compose["services"]["api"]["stop_grace_period"]) > latest_exit
 
 
+def test_admin_stop_grace_period_outlasts_the_shutdown_timeout(compose: dict[str, Any]) -> None:
+    """`bookstore admin` runs Granian itself, which kills a worker still busy after the shutdown timeout."""
+    assert seconds(compose["services"]["admin"]["stop_grace_period"]) > SETTING_DEFAULTS["shutdown_timeout_seconds"]
+
+
+@pytest.mark.parametrize("name", IMAGE_SERVICES)
+def test_services_of_the_image_are_confined(compose: dict[str, Any], name: str) -> None:
+    """Read-only root filesystem with a writable /tmp, no capabilities, no privilege escalation."""
+    service = compose["services"][name]
+    assert service["read_only"] is True
+    assert service["tmpfs"] == ["/tmp"]  # noqa: S108 - checks the mount; writes nothing
+    assert service["cap_drop"] == ["ALL"]
+    assert "cap_add" not in service
+    assert service["security_opt"] == ["no-new-privileges:true"]
+
+
+def test_admin_reaches_the_proxy_and_the_stores_and_no_covers(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services["admin"]["networks"]) == set(services["api"]["networks"])
+    # It reads and writes no cover image.
+    assert "volumes" not in services["admin"]
+
+
+def test_admin_has_resource_limits(compose: dict[str, Any]) -> None:
+    limits = compose["services"]["admin"]["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) > 0
+    assert compose_bytes(limits["memory"]) >= 128 * 1024**2
+
+
+def test_every_service_rotates_its_logs(compose: dict[str, Any]) -> None:
+    assert compose["x-logging"]["options"]["max-size"]
+    for name, service in compose["services"].items():
+        assert service["logging"] == compose["x-logging"], name
+
+
 def test_database_url_matches_the_postgres_service(compose: dict[str, Any]) -> None:
     password = "p4ssw0rd"
     loaded = load_compose(stack_environment(POSTGRES_PASSWORD=password))
     postgres = loaded["services"]["postgres"]["environment"]
-    for service in ("api", "migrate"):
+    for service in IMAGE_SERVICES:
         url = urlsplit(loaded["services"][service]["environment"]["DATABASE_URL"])
         assert (url.hostname, url.port) == ("postgres", 5432)
         assert (url.username, url.password) == (postgres["POSTGRES_USER"], password)
@@ -369,14 +527,14 @@ def test_compose_uses_only_braced_variables() -> None:
     assert re.findall(r"\$(?![{$])", COMPOSE.read_text()) == []
 
 
-def test_every_setting_reaches_the_api_and_migrate_containers(compose: dict[str, Any]) -> None:
+@pytest.mark.parametrize("service", IMAGE_SERVICES)
+def test_every_setting_reaches_every_container_of_the_image(compose: dict[str, Any], service: str) -> None:
     raw = yaml.safe_load(COMPOSE.read_text())
-    for service in ("api", "migrate"):
-        environment = raw["services"][service]["environment"]
-        passed_on = {name for name, value in environment.items() if value == f"${{{name}:-}}"}
-        assert passed_on == set(_ENV_FIELDS) - FIXED_SETTINGS - UNUSED_SETTINGS
-        assert FIXED_SETTINGS - {"BOOKSTORE_TRUSTED_PROXIES"} <= set(environment)
-    assert compose["services"]["api"]["environment"]["BOOKSTORE_ENV"] == "production"
+    environment = raw["services"][service]["environment"]
+    passed_on = {name for name, value in environment.items() if value == f"${{{name}:-{STACK_DEFAULTS.get(name, '')}}}"}
+    assert passed_on == set(_ENV_FIELDS) - FIXED_SETTINGS - UNUSED_SETTINGS
+    assert FIXED_SETTINGS - {"BOOKSTORE_TRUSTED_PROXIES"} <= set(environment)
+    assert compose["services"][service]["environment"]["BOOKSTORE_ENV"] == "production"
 
 
 def test_env_example_names_every_setting_and_every_compose_variable() -> None:
@@ -408,18 +566,29 @@ def test_env_example_shows_each_optional_settings_default() -> None:
         return str(value)
 
     for name in set(_ENV_FIELDS) - FIXED_SETTINGS:
-        assert listed[name] == (True, spelled(SETTING_DEFAULTS[_ENV_FIELDS[name]])), name
+        default = STACK_DEFAULTS.get(name, spelled(SETTING_DEFAULTS[_ENV_FIELDS[name]]))
+        assert listed[name] == (True, default), name
 
 
 def test_env_example_with_its_secrets_filled_in_is_a_valid_production_configuration(
     compose: dict[str, Any],
 ) -> None:
-    from bookstore.settings import load_settings
-
     settings = load_settings(compose["services"]["api"]["environment"])
     assert settings.is_production
     assert settings.redis_url == "redis://redis:6379/0"
     assert settings.trusted_proxies == (compose["services"]["api"]["environment"]["BOOKSTORE_TRUSTED_PROXIES"],)
+
+
+def test_admin_environment_is_a_valid_production_configuration_for_the_admin(compose: dict[str, Any]) -> None:
+    """`bookstore admin` refuses to start in production without the host names it is reached at."""
+    settings = load_settings(compose["services"]["admin"]["environment"])
+    assert settings.is_production
+    check_admin_settings(settings)
+    # The proxy's address, http://localhost:8080/admin/, unless .env names the site.
+    assert settings.admin_allowed_hosts == ("localhost",)
+    named = load_compose(stack_environment(BOOKSTORE_ADMIN_ALLOWED_HOSTS="admin.example.com,books.example.com"))
+    named_settings = load_settings(named["services"]["admin"]["environment"])
+    assert named_settings.admin_allowed_hosts == ("admin.example.com", "books.example.com")
 
 
 # --- the proxy ------------------------------------------------------------------------------------
@@ -458,10 +627,50 @@ def test_caddy_balances_over_every_api_replica_on_the_api_port(compose: dict[str
     assert not re.search(r"^\s*encode\b", caddyfile, re.MULTILINE)
 
 
-def test_caddy_drops_idle_connections_before_the_api_does() -> None:
-    match = re.search(r"^\s*keepalive (\d+)s$", CADDYFILE.read_text(), re.MULTILINE)
-    assert match
-    assert int(match.group(1)) < SETTING_DEFAULTS["header_read_timeout_seconds"]
+def test_caddy_routes_the_admin_paths_to_the_admin_port(compose: dict[str, Any]) -> None:
+    caddyfile = CADDYFILE.read_text()
+    assert re.search(r"^\s*@admin path /admin /admin/\*$", caddyfile, re.MULTILINE)
+    match = re.search(r"^\s*reverse_proxy @admin (\S+):(\d+) \{$", caddyfile, re.MULTILINE)
+    assert match, "the admin paths should go to the admin service"
+    assert match.group(1) == "admin"
+    assert match.group(2) == option(compose["services"]["admin"]["command"], "--port")
+
+
+def test_caddy_answers_probes_itself_then_routes_the_admin_then_the_api(compose: dict[str, Any]) -> None:
+    """Caddy orders directives itself (`respond` before `reverse_proxy`, a matcher before none):
+    its own JSON form of the Caddyfile shows the order requests meet the routes in."""
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        skip_absent_tool("caddy is not installed (Debian: apt-get install caddy)")
+    done = subprocess.run(
+        [caddy, "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    [server] = msgspec.json.decode(done.stdout)["apps"]["http"]["servers"].values()
+    routes = [
+        (tuple(path for matcher in route.get("match", []) for path in matcher["path"]), route["handle"])
+        for route in server["routes"]
+    ]
+    answered = [paths for paths, [handler] in routes if handler["handler"] == "static_response"]
+    assert sorted(answered) == [("/health*",), ("/metrics*",)]
+    [(admin_paths, [admin]), (api_paths, [api])] = routes[len(answered) :]
+    assert admin_paths == ("/admin", "/admin/*")
+    admin_port = option(compose["services"]["admin"]["command"], "--port")
+    assert admin["upstreams"] == [{"dial": f"admin:{admin_port}"}]
+    assert api_paths == ()
+    assert api["dynamic_upstreams"]["name"] == "api"
+
+
+def test_caddy_drops_idle_connections_before_the_api_and_the_admin_do() -> None:
+    keepalives = [int(value) for value in re.findall(r"^\s*keepalive (\d+)s$", CADDYFILE.read_text(), re.MULTILINE)]
+    assert len(keepalives) == 2  # to the API, to the admin
+    # `bookstore admin` keeps Granian's default idle timeout.
+    admin_idle_seconds = HTTP1Settings().header_read_timeout / 1000
+    assert max(keepalives) < min(SETTING_DEFAULTS["header_read_timeout_seconds"], admin_idle_seconds)
 
 
 def test_caddyfile_is_valid() -> None:
@@ -477,6 +686,109 @@ def test_caddyfile_is_valid() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Valid configuration" in done.stdout + done.stderr
+
+
+# --- the admin service, run ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def migrated_database() -> Iterator[str]:
+    """An empty database of the tests' PostgreSQL that the migrate service has migrated: what the
+    admin finds when compose starts it (never emptied by the session's per-test truncation)."""
+    server_url = os.environ["DATABASE_URL"]
+    name = f"compose_admin_{secrets.token_hex(6)}"
+    fetch_rows(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        fetch_rows(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def admin_service(
+    compose: dict[str, Any],
+    migrated_database: str,
+    redis_server: RedisProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HttpServer]:
+    directory = tmp_path_factory.mktemp("migrate")
+    migrated = run_migrate_service(compose, migrated_database, directory)
+    assert migrated.returncode == 0, migrated.stderr
+    # As compose.yaml's header says: docker compose run --rm migrate createsuperuser ...
+    created = run_migrate_service(
+        compose, migrated_database, directory, ["createsuperuser", "--email", ADMIN_EMAIL, "--password", PASSWORD]
+    )
+    assert created.returncode == 0, created.stderr
+    # Its logins count against the service's limits in Redis, where other tests' logins may be.
+    redis_server.flush()
+    server = start_admin_service(compose, migrated_database, redis_server.url, tmp_path_factory.mktemp("admin"))
+    yield server
+    server.stop()
+
+
+def log_in(admin: HttpServer, email: str) -> httpx.Response:
+    """Piccolo admin's login, with the CSRF cookie and header its page would send."""
+    return httpx.post(
+        admin.base_url + LOGIN_PATH,
+        json={"username": email, "password": PASSWORD},
+        cookies={"csrftoken": "token"},
+        headers={"X-CSRFToken": "token"},
+        timeout=10,
+    )
+
+
+def test_admin_service_serves_the_admin_panel_at_admin(admin_service: HttpServer) -> None:
+    page = httpx.get(admin_service.base_url + "/admin/", timeout=5)
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    bare = httpx.get(admin_service.base_url + "/admin", timeout=5)
+    assert (bare.status_code, bare.headers["location"]) == (307, admin_service.base_url + "/admin/")
+
+
+def test_superuser_made_through_the_migrate_service_logs_in_to_the_admin_service(admin_service: HttpServer) -> None:
+    assert log_in(admin_service, "nobody@example.com").status_code == 401
+    login = log_in(admin_service, ADMIN_EMAIL)
+    assert login.status_code == 200, login.text
+    # Production: browsers keep the session cookie over HTTPS only (and from http://localhost).
+    cookie = login.headers["set-cookie"].lower()
+    assert cookie.startswith("id=")
+    assert "; secure" in cookie
+    assert "; httponly" in cookie
+
+
+def test_admin_health_check_passes_against_the_running_admin(
+    compose: dict[str, Any], admin_service: HttpServer
+) -> None:
+    healthcheck = compose["services"]["admin"]["healthcheck"]
+    env = local_environment(read_image())
+    port = urlsplit(healthcheck_url(healthcheck["test"])).port
+    assert port is not None
+    done = subprocess.run(
+        local_healthcheck(healthcheck["test"][1:], env, container_port=port, port=admin_service.port),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds(healthcheck["timeout"]),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_admin_health_check_keeps_passing_past_piccolos_login_limit(
+    compose: dict[str, Any], admin_service: HttpServer
+) -> None:
+    """21 checks from one address: one more than Piccolo admin lets an address ask its login path."""
+    path = urlsplit(healthcheck_url(compose["services"]["admin"]["healthcheck"]["test"])).path
+    statuses = [httpx.get(admin_service.base_url + path, timeout=5).status_code for _ in range(21)]
+    assert statuses == [200] * 21
+
+
+def test_admin_service_stays_within_its_memory_limit(compose: dict[str, Any], admin_service: HttpServer) -> None:
+    """After a login (argon2id hashing): Granian's main process and its worker."""
+    assert log_in(admin_service, ADMIN_EMAIL).status_code == 200
+    limit = compose_bytes(compose["services"]["admin"]["deploy"]["resources"]["limits"]["memory"]) / 1024**2
+    used = resident_mebibytes(admin_service.pid)
+    assert used < limit * 0.8, f"{used:.0f} MiB of {limit:.0f} MiB"
 
 
 # --- the diagram ----------------------------------------------------------------------------------

@@ -30,8 +30,10 @@ from string import Template
 import httpx
 import pytest
 
+from bookstore.cli import main as bookstore_command
 from bookstore.piccolo_app import APP_CONFIG
 from bookstore.testing import LOOPBACK, HttpServer, ServerError, ServerProcess, fetch_rows, free_port
+from bookstore.testing.processes import cmdline, process_tree
 from tests.helpers import PASSWORD
 from tests.servers import RedisProcess
 
@@ -141,11 +143,21 @@ class Image:
     env: dict[str, str]
     workdir: str
     user: str
-    port: int
+    ports: tuple[int, ...]  # every EXPOSE'd port
     stop_signal: signal.Signals
     healthcheck: list[str]
     healthcheck_timeout: float
     copies: list[tuple[list[str], str, str | None]]
+
+    @property
+    def port(self) -> int:
+        """The port the image's command listens on."""
+        return int(option(self.command, "--port"))
+
+
+def option(command: list[str], name: str) -> str:
+    """The value after ``name`` in an exec-form command."""
+    return command[command.index(name) + 1]
 
 
 def read_image(path: Path = CONTAINERFILE) -> Image:
@@ -157,7 +169,7 @@ def read_image(path: Path = CONTAINERFILE) -> Image:
         env=final.env,
         workdir=final.last("WORKDIR"),
         user=final.last("USER"),
-        port=int(final.last("EXPOSE")),
+        ports=tuple(int(port) for arguments in final.arguments("EXPOSE") for port in arguments.split()),
         stop_signal=signal.Signals[final.last("STOPSIGNAL")],
         healthcheck=_json_array(healthcheck),
         healthcheck_timeout=_seconds(healthcheck_options["timeout"]),
@@ -202,12 +214,18 @@ def local_command(argv: list[str], env: dict[str, str], *, image_port: int, port
 
 def healthcheck_command(image: Image, env: dict[str, str], port: int) -> list[str]:
     """The HEALTHCHECK's command line, its program from the venv and its URL on ``port``."""
-    image_url = f"http://127.0.0.1:{image.port}/"
-    code = image.healthcheck[-1]
-    assert image_url in code, f"the health check does not ask {image_url}"
-    program = shutil.which(image.healthcheck[0], path=env["PATH"])
-    assert program, image.healthcheck[0]
-    return [program, *image.healthcheck[1:-1], code.replace(image_url, f"http://{LOOPBACK}:{port}/")]
+    return local_healthcheck(image.healthcheck, env, container_port=image.port, port=port)
+
+
+def local_healthcheck(argv: list[str], env: dict[str, str], *, container_port: int, port: int) -> list[str]:
+    """A health check's command line (a program, then Python code that asks a URL), with its program
+    from ``env``'s PATH and the URL it asks inside the container moved to loopback ``port``."""
+    container_url = f"http://127.0.0.1:{container_port}/"
+    code = argv[-1]
+    assert container_url in code, f"the health check does not ask {container_url}"
+    program = shutil.which(argv[0], path=env["PATH"])
+    assert program, argv[0]
+    return [program, *argv[1:-1], code.replace(container_url, f"http://{LOOPBACK}:{port}/")]
 
 
 def start_image_server(directory: Path, database_url: str, redis_url: str) -> HttpServer:
@@ -283,6 +301,19 @@ def test_image_command_serves_the_api_from_database_url(image_server: HttpServer
     )
     assert response.status_code == 201, response.text
     assert fetch_rows(database_url, "SELECT email FROM app_user WHERE email = $1", email) == [(email,)]
+
+
+def test_image_command_runs_the_api_without_the_admin_panel(image_server: HttpServer) -> None:
+    """One service per container: `serve` starts `bookstore admin` beside the API unless told not to,
+    and the admin runs from the same image as a container of its own."""
+    entrypoint, subcommand, *arguments = read_image().command
+    assert entrypoint == "bookstore"
+    parsed = bookstore_command.commands[subcommand].make_context(subcommand, arguments).params
+    assert parsed["admin_port"] == 0
+    commands = [cmdline(pid) for pid in process_tree(image_server.pid)]
+    assert len(commands) > 1  # `serve`, Granian and its workers
+    assert not [command for command in commands if "admin" in command], commands
+    assert "Admin:" not in image_server.output()
 
 
 def test_image_command_writes_nothing_to_its_working_directory(image_server: HttpServer) -> None:
@@ -370,6 +401,24 @@ def test_image_environment_without_database_url_stops_at_once_naming_it(tmp_path
 
 
 # --- what the image is built from -----------------------------------------------------------------
+
+
+def admin_port_default() -> int:
+    """The port `bookstore admin` listens on unless told otherwise."""
+    [port] = [parameter.default for parameter in bookstore_command.commands["admin"].params if parameter.name == "port"]
+    assert isinstance(port, int)
+    return port
+
+
+def test_image_exposes_the_api_port_and_the_admin_panels() -> None:
+    image = read_image()
+    assert image.ports == (image.port, admin_port_default())
+
+
+def test_image_healthcheck_asks_the_api_port() -> None:
+    """The admin's containers, on the other port, bring a health check of their own (compose.yaml)."""
+    image = read_image()
+    assert f"http://127.0.0.1:{image.port}/health'" in image.healthcheck[-1]
 
 
 def test_image_runs_as_a_numeric_non_root_user() -> None:
