@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,18 @@ def order_payload(*lines: tuple[int, int]) -> dict[str, Any]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def first_answer(url: str, timeout: float = 60.0) -> httpx.Response:
+    """The first answer of ``url`` (a server still starting), polled every 0.2 s for ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, timeout=5.0)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:

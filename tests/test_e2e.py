@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 
 from bookstore.testing import BookstoreServer, clean_environment, free_port
-from tests.helpers import PASSWORD, TEST_SERVER_ENV, bearer, book_payload
+from tests.helpers import PASSWORD, TEST_SERVER_ENV, bearer, book_payload, first_answer
 
 EXIT_TIMEOUT_SECONDS = 30.0
 # While Granian serves, litestar-granian's signal forwarder owns SIGTERM: the workers stop
@@ -34,18 +33,6 @@ def listening_addresses(port: int) -> set[str]:
             if fields[3] == _TCP_LISTEN and int(hex_port, 16) == port:
                 addresses.add(address)
     return addresses
-
-
-def wait_for(url: str, timeout: float = 60.0) -> httpx.Response:
-    """The first answer of ``url``, polled every 0.2 s until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(url, timeout=5.0)
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def stop(server: BookstoreServer, postmaster_pid: Path) -> None:
@@ -126,7 +113,7 @@ def test_serve_with_embedded_postgres_end_to_end(tmp_path: Path) -> None:
 
         # The admin panel, started beside the API on the same embedded database, knows its users.
         admin_url = f"http://127.0.0.1:{admin_port}/admin/"
-        admin_page = wait_for(admin_url)
+        admin_page = first_answer(admin_url)
         assert admin_page.status_code == 200
         assert '<div id="app">' in admin_page.text
 

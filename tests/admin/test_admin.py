@@ -20,7 +20,15 @@ import pytest
 from bookstore.cli import ADMIN_FACTORY
 from bookstore.testing import clean_environment, fetch_rows, free_port
 from bookstore.testing.processes import cmdline, process_tree, start_time
-from tests.helpers import PASSWORD, TEST_SERVER_ENV, assert_problem, bearer, book_payload, unique_email
+from tests.helpers import (
+    PASSWORD,
+    TEST_SERVER_ENV,
+    assert_problem,
+    bearer,
+    book_payload,
+    first_answer,
+    unique_email,
+)
 from tests.servers import AdminProcess, BookstoreProcess, RedisProcess
 
 LOGIN = "/admin/public/login/"
@@ -559,7 +567,7 @@ def test_the_admin_panel_does_not_outlive_serve_even_when_serve_is_killed(tmp_pa
     server = BookstoreProcess(tmp_path, admin_port=admin_port)
     descendants: dict[int, int | None] = {}
     try:
-        assert wait_for_answer(f"http://127.0.0.1:{admin_port}/admin/") == 200
+        assert first_answer(f"http://127.0.0.1:{admin_port}/admin/").status_code == 200
         descendants = {pid: start_time(pid) for pid in process_tree(server.pid)}
         # Granian names its processes after the application it serves: the admin's and its worker.
         admin = {pid: started for pid, started in descendants.items() if ADMIN_FACTORY in " ".join(cmdline(pid))}
@@ -577,15 +585,3 @@ def test_the_admin_panel_does_not_outlive_serve_even_when_serve_is_killed(tmp_pa
             if start_time(pid) == started:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-
-
-def wait_for_answer(url: str, timeout: float = 60.0) -> int:
-    """The status of the first answer of ``url``, polled every 0.2 s until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(url, timeout=5.0).status_code
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

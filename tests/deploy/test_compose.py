@@ -639,16 +639,7 @@ def test_caddy_routes_the_admin_paths_to_the_admin_port(compose: dict[str, Any])
 def test_caddy_answers_probes_itself_then_routes_the_admin_then_the_api(compose: dict[str, Any]) -> None:
     """Caddy orders directives itself (`respond` before `reverse_proxy`, a matcher before none):
     its own JSON form of the Caddyfile shows the order requests meet the routes in."""
-    caddy = shutil.which("caddy")
-    if caddy is None:
-        skip_absent_tool("caddy is not installed (Debian: apt-get install caddy)")
-    done = subprocess.run(
-        [caddy, "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_caddy("adapt")
     assert done.returncode == 0, done.stderr
     [server] = msgspec.json.decode(done.stdout)["apps"]["http"]["servers"].values()
     routes = [
@@ -673,17 +664,22 @@ def test_caddy_drops_idle_connections_before_the_api_and_the_admin_do() -> None:
     assert max(keepalives) < min(SETTING_DEFAULTS["header_read_timeout_seconds"], admin_idle_seconds)
 
 
-def test_caddyfile_is_valid() -> None:
+def run_caddy(command: str) -> subprocess.CompletedProcess[str]:
+    """``caddy <command>`` of the compose stack's Caddyfile (skipped without caddy, except under CI)."""
     caddy = shutil.which("caddy")
     if caddy is None:
         skip_absent_tool("caddy is not installed (Debian: apt-get install caddy)")
-    done = subprocess.run(
-        [caddy, "validate", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+    return subprocess.run(
+        [caddy, command, "--config", str(CADDYFILE), "--adapter", "caddyfile"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_caddyfile_is_valid() -> None:
+    done = run_caddy("validate")
     assert done.returncode == 0, done.stderr
     assert "Valid configuration" in done.stdout + done.stderr
 
