@@ -126,7 +126,6 @@ def _new_book(row: BookTable) -> BookTable:
 async def _account_changes(row_id: int, values: dict[Any, Any]) -> dict[Any, Any]:
     """Pre-patch hook on an account: one normalised email as login name and address; a password
     set here checked as the API checks it, ending the account's sessions (API and admin)."""
-    from piccolo_api.session_auth.tables import SessionsBase
     from starlette.exceptions import HTTPException
 
     named = {_name(column): (column, value) for column, value in values.items()}
@@ -144,8 +143,8 @@ async def _account_changes(row_id: int, values: dict[Any, Any]) -> dict[Any, Any
     except ValueError as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
     if "password" in named:
+        # The account's admin sessions end in the database (a trigger on any password change).
         await end_sessions(row_id)
-        await SessionsBase.delete().where(SessionsBase.user_id == row_id)
     return dict(named.values())
 
 

@@ -153,6 +153,28 @@ def test_deactivation_or_demotion_ends_admin_access_at_the_next_request(
     fetch_rows(database_url, revoke, email)
     assert browser.get(TABLES).status_code == 401
     assert browser.get(f"{TABLES}book/").status_code == 401
+    # The session itself is gone: giving the rights back does not revive it.
+    assert sessions_of(database_url, email) == 0
+    fetch_rows(database_url, "UPDATE app_user SET active = true, admin = true WHERE email = $1", email)
+    assert browser.get(TABLES).status_code == 401
+
+
+def test_a_password_changed_through_the_api_ends_the_admin_sessions(
+    api: BookstoreProcess, browser: AdminBrowser, database_url: str
+) -> None:
+    email = register(api, database_url, admin=True)
+    assert browser.log_in(email).status_code == 200
+    tokens = httpx.post(f"{api.base_url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}).json()
+    changed = httpx.patch(
+        f"{api.base_url}/api/v1/users/me",
+        json={"password": "a brand new password", "current_password": PASSWORD},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert changed.status_code == 200, changed.text
+    assert browser.get(TABLES).status_code == 401
+    assert sessions_of(database_url, email) == 0
+    # The API session that made the change goes on, as the API promises.
+    assert httpx.get(f"{api.base_url}/api/v1/users/me", headers=bearer(tokens["access_token"])).status_code == 200
 
 
 def test_taking_admin_rights_away_takes_superuser_too(api: BookstoreProcess, database_url: str) -> None:
