@@ -135,7 +135,7 @@ def create_admin_app(settings: Settings) -> ASGIApp:
     host.add_middleware(LoginLimits, limiter=limiter, body_timeout_seconds=settings.body_read_timeout_seconds)
     host.add_middleware(ForwardedRequest, identity=limiter.identity, proxies=TrustedProxies(settings.trusted_proxies))
     # Outside Starlette's own error handling, so that every answer carries the headers.
-    return _SecurityHeaders(host)
+    return _SecurityHeaders(host, secure_cookies=settings.is_production)
 
 
 def _no_token_user(_token: str) -> int | None:
@@ -154,10 +154,14 @@ async def _sweep_expired_sessions(sessions: Any) -> None:
 
 
 class _SecurityHeaders:
-    """Adds the admin's security headers to every response, errors and redirects included."""
+    """Adds the admin's security headers to every response, errors and redirects included; with
+    ``secure_cookies``, marks every cookie ``Secure``. Piccolo does so for its session cookie in
+    production, but not for its CSRF cookie, which a network attacker could then read or plant
+    over plain HTTP."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, secure_cookies: bool) -> None:
         self._app = app
+        self._secure_cookies = secure_cookies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,7 +170,18 @@ class _SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_HEADERS]
+                headers = list(message.get("headers", []))
+                if self._secure_cookies:
+                    headers = [_secure(name, value) for name, value in headers]
+                message["headers"] = [*headers, *_HEADERS]
             await send(message)
 
         await self._app(scope, receive, send_with_headers)
+
+
+def _secure(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    if name.lower() != b"set-cookie" or any(
+        attribute.strip().lower() == b"secure" for attribute in value.split(b";")[1:]
+    ):
+        return name, value
+    return name, value + b"; Secure"

@@ -607,3 +607,28 @@ def test_the_admin_panel_does_not_outlive_serve_even_when_serve_is_killed(tmp_pa
             if start_time(pid) == started:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_in_production_every_admin_cookie_is_secure(tmp_path: Path, api: BookstoreProcess, database_url: str) -> None:
+    production = AdminProcess(
+        tmp_path, env={"BOOKSTORE_ENV": "production", "BOOKSTORE_ADMIN_ALLOWED_HOSTS": "127.0.0.1"}
+    )
+    browser = AdminBrowser(production)
+    try:
+        csrf_cookie = browser.http.get("/admin/", headers={"Cookie": ""}).headers["set-cookie"]
+        assert csrf_cookie.startswith(f"{CSRF_COOKIE}=")
+        # httpx, like a browser, keeps Secure cookies off plain HTTP: send the CSRF cookie by hand.
+        token = browser.csrf["X-CSRFToken"]
+        login = httpx.post(
+            production.base_url + LOGIN,
+            json={"username": register(api, database_url, admin=True), "password": PASSWORD},
+            headers={**browser.csrf, "Cookie": f"{CSRF_COOKIE}={token}"},
+        )
+        assert login.status_code == 200, login.text
+        session_cookie = login.headers["set-cookie"]
+        for cookie in (csrf_cookie, session_cookie):
+            attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
+            assert attributes.count("secure") == 1, cookie
+    finally:
+        browser.close()
+        production.stop()
