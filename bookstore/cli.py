@@ -12,6 +12,7 @@ import ipaddress
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,6 +58,21 @@ def _check_admin_settings(settings: Settings, hint: str = "") -> None:
         check_admin_settings(settings)
     except SettingsError as error:
         raise click.ClickException(f"{error}{hint}") from None
+
+
+def _require_free_port(host: str, port: int, option: str) -> None:
+    """Refuse a port another server listens on. Granian binds with SO_REUSEPORT, so it would share
+    the port (with an earlier run left behind, say) and the kernel would split the requests."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: a port with connections in TIME_WAIT is free; one with a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port} ({error.strerror}); is another server there? Choose another {option}."
+            ) from None
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -171,8 +187,12 @@ def serve(host: str, port: int, workers: int, admin_port: int, **overrides: floa
     # Through the environment, so that the workers' own settings see them and one place validates.
     os.environ.update({_SERVE_OVERRIDES[name]: str(value) for name, value in overrides.items() if value is not None})
     settings = _settings()
+    _require_free_port(host, port, "--port")
     if admin_port:
+        if admin_port == port:
+            raise click.BadParameter("must differ from --port", param_hint="--admin-port")
         _check_admin_settings(settings, hint=" (or serve without the admin panel: --admin-port 0)")
+        _require_free_port(host, admin_port, "--admin-port")
     enough_files = _raise_open_file_limit(settings.max_connections_per_worker)
     # The workers' metric files go to a directory of this run's own, so a scrape sums all workers.
     with _database(settings) as url, multiprocess_directory():
@@ -283,6 +303,7 @@ def admin(host: str, port: int, migrate: bool) -> None:
 
     settings = _settings()
     _check_admin_settings(settings)
+    _require_free_port(host, port, "--port")
     with _database(settings):
         if migrate:
             _migrate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from bookstore.accounts.tables import UserTable
 from bookstore.app import render_openapi_document
 from bookstore.books.isbn import normalise_isbn
 from bookstore.books.tables import BookTable
-from bookstore.testing import fetch_rows
+from bookstore.testing import fetch_rows, free_port
 from tests.helpers import PASSWORD, TEST_SERVER_ENV, ApiClient
 
 
@@ -100,3 +101,26 @@ def test_serve_rejects_a_shutdown_timeout_granian_cannot_take_naming_the_setting
     assert "BOOKSTORE_SHUTDOWN_TIMEOUT_SECONDS" in result.stderr
     # Refused before anything started: no embedded database was created.
     assert not (tmp_path / "postgres").exists()
+
+
+@pytest.mark.parametrize("option", ["--port", "--admin-port"])
+def test_serve_refuses_a_port_another_server_listens_on(tmp_path: Path, option: str) -> None:
+    # Granian would share it (SO_REUSEPORT) and the kernel split the requests between the two.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        taken = listener.getsockname()[1]
+        ports = {"--port": free_port(), "--admin-port": free_port(), option: taken}
+        result = bookstore("serve", *(str(item) for pair in ports.items() for item in pair), data_dir=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{taken}" in result.stderr
+    assert f"Choose another {option}." in result.stderr
+    # Refused before anything started: no embedded database was created.
+    assert not (tmp_path / "postgres").exists()
+
+
+def test_serve_refuses_the_same_port_for_the_api_and_the_admin(tmp_path: Path) -> None:
+    result = bookstore("serve", "--port", "18765", "--admin-port", "18765", data_dir=tmp_path)
+    assert result.returncode == 2
+    assert "--admin-port" in result.stderr
+    assert "must differ from --port" in result.stderr
