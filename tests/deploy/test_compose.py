@@ -155,19 +155,26 @@ def compose() -> dict[str, Any]:
     return load_compose(stack_environment())
 
 
-@pytest.fixture
-def empty_database() -> Iterator[str]:
-    """A new, empty database on the tests' PostgreSQL, as a fresh postgres volume would be.
+@contextlib.contextmanager
+def new_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database on the tests' PostgreSQL, dropped afterwards.
 
     Created from the session's URL directly: the ``database_url`` fixture would empty the session's
     tables after the test, which assumes they were migrated."""
     server_url = os.environ["DATABASE_URL"]
-    name = f"compose_{secrets.token_hex(6)}"
+    name = f"{prefix}_{secrets.token_hex(6)}"
     fetch_rows(server_url, f'CREATE DATABASE "{name}"')
     try:
         yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
     finally:
         fetch_rows(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database() -> Iterator[str]:
+    """A new, empty database, as a fresh postgres volume would be."""
+    with new_database("compose") as url:
+        yield url
 
 
 def run_migrate_service(
@@ -691,13 +698,8 @@ def test_caddyfile_is_valid() -> None:
 def migrated_database() -> Iterator[str]:
     """An empty database of the tests' PostgreSQL that the migrate service has migrated: what the
     admin finds when compose starts it (never emptied by the session's per-test truncation)."""
-    server_url = os.environ["DATABASE_URL"]
-    name = f"compose_admin_{secrets.token_hex(6)}"
-    fetch_rows(server_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        fetch_rows(server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+    with new_database("compose_admin") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
